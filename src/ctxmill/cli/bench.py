@@ -1,0 +1,183 @@
+"""Benchmark commands: golden-context coverage, LoCoMo retrieval, the HTML report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from ctxmill.cli import Failure, cli, err, json_option, out
+
+
+@cli.group("bench")
+def bench_group() -> None:
+    """Measure the contexts ctxmill builds (every run is appended to a results log).
+
+    \b
+      ctxmill bench golden bench/golden        claim coverage of built contexts (CI gate)
+      ctxmill bench locomo locomo10.json       retrieval recall on LoCoMo against BM25
+      ctxmill bench report -o report.html      scores over time, from the log
+    """
+
+
+def _log_paths(log: Path | None) -> list[Path]:
+    from ctxmill.bench.results import default_log
+
+    return [default_log(), *([log] if log else [])]
+
+
+@bench_group.command("golden")
+@click.argument("golden_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@json_option
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    default=0.8,
+    show_default=True,
+    help="Exit 1 when the average coverage is below this.",
+)
+@click.option("--backend", help="LLM backend for the build (default: none, extractive).")
+@click.option(
+    "--log",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also append the run to this file (always: $CTXMILL_HOME/bench/results.jsonl).",
+)
+@click.option(
+    "--keep",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write each task's built context.md into this folder.",
+)
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder holding third-party transcripts that sets name in data.yaml "
+    "(default: $CTXMILL_SHARED_DATA, else a shared/data folder beside a parent).",
+)
+@click.option(
+    "--embedder",
+    help="Embedder for the sets' indexes (default: the configured one, m2v-minilm).",
+)
+def golden_cmd(
+    golden_dir: Path,
+    as_json: bool,
+    threshold: float,
+    backend: str | None,
+    log: Path | None,
+    keep: Path | None,
+    data: Path | None,
+    embedder: str | None,
+) -> None:
+    """Build every golden task's context and score its claim coverage and precision.
+
+    GOLDEN_DIR holds sets (<set>/memory, optional <set>/code, <set>/tasks/*.yaml); each set is
+    indexed in a temporary CTXMILL_HOME. Exit status 1 when the average coverage is below
+    --threshold.
+    """
+    from ctxmill.bench.golden import GoldenError, run_golden
+    from ctxmill.bench.results import append, record
+
+    logs = _log_paths(log)
+
+    def progress(task: Any) -> None:
+        if not as_json:
+            cov = f"{task.coverage:.2f}"
+            err.print(f"ctxmill: {task.set}/{task.id}: coverage {cov} ({task.seconds:.1f}s)")
+
+    try:
+        run = run_golden(
+            golden_dir,
+            backend=backend,
+            data_root=data,
+            keep_dir=keep,
+            embedder=embedder,
+            on_task=progress,
+            on_note=lambda m: err.print(f"ctxmill: {m}", markup=False),
+        )
+    except GoldenError as exc:
+        raise Failure(str(exc)) from exc
+    payload = run.as_json()
+    settings = {
+        "golden_dir": str(golden_dir.resolve()),
+        "threshold": threshold,
+        "backend": backend,
+        "embedder": embedder,
+    }
+    append(record("golden", settings, payload), *logs)
+    avg = run.average_coverage
+    if as_json:
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        _print_golden(payload, threshold)
+    if avg is None:
+        err.print("ctxmill: no task was scored (every set skipped); nothing to gate on")
+        return
+    if avg < threshold:
+        err.print(f"ctxmill: average coverage {avg:.3f} is below the threshold {threshold:g}")
+        raise SystemExit(1)
+
+
+def _print_golden(payload: dict[str, Any], threshold: float) -> None:
+    table = Table(title="golden-context benchmark")
+    for col in ("set", "task", "coverage", "precision", "tokens", "missed claims"):
+        table.add_column(
+            col, justify="right" if col in ("coverage", "precision", "tokens") else "left"
+        )
+    for t in payload["tasks"]:
+        missed = ", ".join(c["id"] for c in t["claims"] if not c["covered"])
+        prec = "–" if t["precision"] is None else f"{t['precision']:.2f}"
+        note = f" ({t['error']})" if t.get("error") else ""
+        table.add_row(
+            t["set"],
+            t["id"],
+            f"{t['coverage']:.2f}",
+            prec,
+            f"{t['tokens']:,}",
+            escape(missed + note),
+        )
+    avg = payload["average_coverage"]
+    prec = payload["average_precision"]
+    if avg is not None:
+        table.add_row(
+            "",
+            "average",
+            f"{avg:.2f}",
+            "–" if prec is None else f"{prec:.2f}",
+            f"{payload['average_tokens']:,.0f}",
+            f"gate {threshold:g}",
+        )
+    out.print(table)
+    for s in payload["skipped"]:
+        err.print(f"ctxmill: skipped set {s['set']}: {s['reason']}", markup=False)
+
+
+@bench_group.command("report")
+@click.option(
+    "--log",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Results log to read (default: $CTXMILL_HOME/bench/results.jsonl).",
+)
+@click.option(
+    "-o",
+    "output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("report.html"),
+    show_default=True,
+    help="Where to write the HTML page.",
+)
+def report_cmd(log: Path | None, output: Path) -> None:
+    """Write a self-contained HTML page: coverage per task over time, tokens against coverage."""
+    from ctxmill.bench.report import render_report
+    from ctxmill.bench.results import default_log, read
+
+    path = log or default_log()
+    if not path.is_file():
+        raise Failure(f"no results log at {path}; run `ctxmill bench golden DIR` first")
+    entries, skipped = read(path)
+    if skipped:
+        err.print(f"ctxmill: skipped {skipped} unreadable lines in {path}")
+    output.write_text(render_report(entries), encoding="utf-8")
+    out.print(f"wrote {output} ({len(entries)} runs from {path})", markup=False)

@@ -1,0 +1,430 @@
+"""``build_context``: the pipeline that manufactures context.md for one brief.
+
+    pre-filter (5 queries) → fan-out (topics | summaries | code, in parallel)
+        → raw re-read of flagged sessions → assembly (dedup, precedence) → budget fit
+        → optional model rewrite, verified claim by claim → render → egress redaction
+
+Every stage works without a model.  See docs/build.md for what each section holds and why.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ctxmill import __version__
+from ctxmill.config import Config
+from ctxmill.llm.base import Backend
+from ctxmill.model import Layer, Tag
+from ctxmill.pipeline import aggregate, render, verify
+from ctxmill.pipeline.brief import analyze
+from ctxmill.pipeline.fanout import StoreFactory, fan_out
+from ctxmill.pipeline.prefilter import QUERIES, iso, prefilter
+from ctxmill.store import open_store
+from ctxmill.store.base import SessionRecord, Store, StoreError
+from ctxmill.store.sqlite import SQLiteStore
+
+__all__ = ["QUERIES", "BuildError", "BuildResult", "build_context", "min_budget"]
+
+# Tokens kept free under the budget for the front matter growing by a digit or two between the
+# fit and the final count.
+SAFETY_TOKENS = 24
+
+
+class BuildError(Exception):
+    """The context cannot be built as asked; the message is one line for the user."""
+
+
+@dataclass
+class BuildResult:
+    text: str  # the whole context.md
+    path: Path | None  # where it was written, if written
+    tokens: int
+    sections: dict[str, int]  # tokens used per section
+    citations: list[str]  # every tag used, printed form
+    candidates: list[dict[str, Any]]  # session id, found_by (which of the 5 queries), score
+    flagged: list[str]  # sessions flagged for a raw re-read
+    timings: dict[str, float]  # seconds per stage
+    record: dict[str, Any]  # the generation record (front matter)
+    notes: list[str] = field(default_factory=list)  # what the user should know (stderr)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path) if self.path else None,
+            "tokens": self.tokens,
+            "sections": self.sections,
+            "citations": self.citations,
+            "candidates": self.candidates,
+            "flagged": self.flagged,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "record": self.record,
+            "notes": self.notes,
+        }
+
+
+def build_context(
+    cfg: Config,
+    brief: str,
+    *,
+    as_of: datetime | None = None,
+    budget: int | None = None,
+    backend: str | Backend | None = None,
+    keep_unverified: bool = False,
+    store: Store | None = None,
+    ingest_first: bool = False,
+    output: Path | None = None,
+) -> BuildResult:
+    """Build context.md for ``brief`` from the memory ``cfg`` points at.
+
+    ``as_of`` is "now": nothing dated at or after it is visible.  ``backend`` is an LLM spec
+    (``fake``, ``anthropic:…``, ``openai:…``, ``claude-cli``) or a backend instance; by default
+    ``cfg.llm.backend``, and with none the context is extractive.  ``output`` writes the file.
+    Raises :class:`BuildError` for what the user must fix (empty brief or index, budget too small).
+    """
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    if not brief.strip():
+        raise BuildError('the brief is empty: say what the task is, e.g. "migrate auth to OIDC"')
+    moment = _utc(as_of) if as_of else datetime.now(UTC)
+    budget = cfg.budget if budget is None else budget
+    floor = min_budget(brief)
+    if budget < floor:
+        raise BuildError(
+            f"budget {budget} is too small: the fixed structure of context.md alone takes "
+            f"{floor} tokens (use --budget {max(floor * 4, 1000)} or more)"
+        )
+    if ingest_first:
+        from ctxmill.ingest import ingest
+
+        t0 = time.perf_counter()
+        ingest(cfg)
+        timings["ingest"] = time.perf_counter() - t0
+    own_store = store is None
+    if store is None:
+        if not cfg.index_path.exists():
+            raise BuildError(
+                f"no index for {cfg.memory_root} yet: run `ctxmill ingest` (or drop --no-ingest)"
+            )
+        store = open_store(cfg)
+    try:
+        return _build(
+            cfg, store, brief, moment, budget, backend, keep_unverified, output, timings, t_start
+        )
+    finally:
+        if own_store:
+            store.close()
+
+
+def min_budget(brief: str) -> int:
+    """Tokens the fixed parts take: front matter, title, headings and their empty-section lines."""
+    from ctxmill.tokens import count_tokens
+
+    record = _record_template(brief)
+    body, _ = render.render_body(brief, [], lambda t: "")
+    return count_tokens(render.front_matter(record) + body) + SAFETY_TOKENS
+
+
+def _build(
+    cfg: Config,
+    store: Store,
+    brief_text: str,
+    as_of: datetime,
+    budget: int,
+    backend: str | Backend | None,
+    keep_unverified: bool,
+    output: Path | None,
+    timings: dict[str, float],
+    t_start: float,
+) -> BuildResult:
+    from ctxmill.redact import redact
+    from ctxmill.tokens import count_tokens
+
+    stats = store.stats()
+    memory_chunks = sum(
+        stats.get("chunks", {}).get(layer.value, 0)
+        for layer in (Layer.TOPIC, Layer.COMPRESSED, Layer.RAW)
+    )
+    if memory_chunks == 0:
+        raise BuildError(
+            f"the index for {cfg.memory_root} holds no topics, summaries or transcripts: add notes "
+            "under topics/ or transcripts, then run `ctxmill ingest`"
+        )
+    notes: list[str] = []
+    brief = analyze(brief_text)
+
+    t0 = time.perf_counter()
+    pool = prefilter(store, brief, as_of=as_of, window_days=cfg.window_days)
+    timings["prefilter"] = time.perf_counter() - t0
+    notes += pool.notes
+
+    t0 = time.perf_counter()
+    fan = fan_out(cfg, pool, brief, _store_factory(store), parallel=isinstance(store, SQLiteStore))
+    timings["fanout"] = time.perf_counter() - t0
+    for worker in (fan.topics, fan.compressed, fan.code):
+        timings[f"fanout.{worker.name}"] = worker.seconds
+        notes += worker.notes
+
+    t0 = time.perf_counter()
+    records = {c.session_id: c.record for c in pool.candidates if c.record is not None}
+    raw = aggregate.reread(store, fan.flagged, brief, pool.until, records)
+    timings["reread"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    code_paths = fan.code.paths if cfg.code_root is not None and cfg.code_root.is_dir() else None
+    assembly = aggregate.assemble(fan, raw, brief, code_paths=code_paths)
+    timings["assemble"] = time.perf_counter() - t0
+    if not any(e.section != "files" for e in assembly.entries):
+        notes.append("nothing in the memory matched the brief; the context has only its structure")
+
+    describe = _Describer(cfg, store, records)
+    record = _record_template(brief_text)
+    record.update(
+        as_of=iso(as_of),
+        budget=budget,
+        index={
+            "path": str(stats.get("index", "")),
+            "schema": _schema(store),
+            "embedder": stats.get("embedder"),
+            "chunks": stats.get("chunks", {}),
+        },
+        window={"since": pool.since, "until": pool.until, "widened": pool.widened},
+        candidates=len(pool.candidates),
+        flagged=list(fan.flagged),
+    )
+
+    cost_cache: dict[int, int] = {}
+
+    def cost(e: aggregate.Entry) -> int:
+        key = id(e)
+        if key not in cost_cache:
+            cost_cache[key] = count_tokens("\n".join(render.entry_lines(e))) + 1
+        return cost_cache[key]
+
+    tag_cost: dict[Tag, int] = {}
+
+    def citation_cost(tag: Tag) -> int:
+        if tag not in tag_cost:
+            tag_cost[tag] = count_tokens(render.citation_line(tag, describe)) + 1
+        return tag_cost[tag]
+
+    def measure(chosen: list[aggregate.Entry]) -> int:
+        body, _ = render.render_body(brief_text, chosen, describe)
+        return count_tokens(render.front_matter(_measured(record, chosen)) + body)
+
+    fixed = measure([])
+    t0 = time.perf_counter()
+    chosen = aggregate.select(
+        assembly.entries, budget - fixed, cost, citation_cost, measure, budget - SAFETY_TOKENS
+    )
+    timings["fit"] = time.perf_counter() - t0
+
+    model = _model(cfg, backend)
+    record["backend"] = model[1] if model else "none"
+    if model is not None:
+        t0 = time.perf_counter()
+        rewritten, report = verify.rewrite(
+            model[0],
+            brief_text,
+            chosen,
+            label=model[1],
+            keep_unverified=keep_unverified,
+            max_tokens=min(8192, budget),
+        )
+        record["verification"] = report.as_json()
+        if report.fallback:
+            notes.append(f"model step skipped, context is extractive: {report.fallback}")
+        elif report.dropped:
+            notes.append(f"{len(report.dropped)} model claims dropped as unsupported or miscited")
+        picked = {id(e) for e in chosen}
+        leftovers = [e for e in assembly.entries if id(e) not in picked]
+        chosen = aggregate.select(
+            rewritten + leftovers, budget - fixed, cost, citation_cost, measure, budget - SAFETY_TOKENS
+        )
+        timings["verify"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    body, parts = render.render_body(brief_text, chosen, describe)
+    body, redacted = redact(body)
+    if redacted:
+        notes.append(f"{redacted} secrets redacted from the context before writing")
+    record = _measured(record, chosen)
+    record["created_at"] = iso(datetime.now(UTC))
+    record["body_sha256"] = render.body_hash(body)
+    if notes:
+        record["notes"] = notes
+    text = ""
+    for _ in range(4):  # "tokens" is part of what it counts: settle on a fixed point
+        text = render.front_matter(record) + body
+        n = count_tokens(text)
+        if record["tokens"] == n:
+            break
+        record["tokens"] = n
+    sections = {key: count_tokens(part) for key, part in parts.items()}
+    timings["render"] = time.perf_counter() - t0
+    path = None
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+        path = output
+    timings["total"] = time.perf_counter() - t_start
+    return BuildResult(
+        text=text,
+        path=path,
+        tokens=int(record["tokens"]),
+        sections=sections,
+        citations=[str(t) for t in render.cited_tags(chosen)],
+        candidates=[
+            {
+                "session": c.session_id,
+                "title": c.record.title if c.record else None,
+                "started": c.record.started if c.record else None,
+                "score": round(c.score, 6),
+                "found_by": c.found_by,
+                "ranks": c.ranks,
+            }
+            for c in pool.candidates
+        ],
+        flagged=list(fan.flagged),
+        timings=timings,
+        record=record,
+        notes=notes,
+    )
+
+
+def _record_template(brief: str) -> dict[str, Any]:
+    """The generation record with every field present, so that its size barely changes later."""
+    return {
+        "generator": f"ctxmill {__version__}",
+        "brief": " ".join(brief.split()),
+        "as_of": "0000-00-00T00:00:00.000Z",
+        "created_at": "0000-00-00T00:00:00.000Z",
+        "budget": 0,
+        "tokens": 0,
+        "backend": "none",
+        "sources": {layer.value: 0 for layer in Layer},
+        "index": {},
+        "window": {},
+        "candidates": 0,
+        "flagged": [],
+        "body_sha256": "0" * 64,
+    }
+
+
+def _measured(record: dict[str, Any], chosen: list[aggregate.Entry]) -> dict[str, Any]:
+    """The record with the counts of tags cited per layer for this selection."""
+    counts = {layer.value: 0 for layer in Layer}
+    kinds = {"topic": "topic", "session": "compressed", "raw": "raw", "code": "code"}
+    for tag in render.cited_tags(chosen):
+        counts[kinds[tag.kind]] += 1
+    return {**record, "sources": counts}
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _schema(store: Store) -> str | None:
+    if isinstance(store, SQLiteStore):
+        row = store.db.execute("SELECT name FROM migrations ORDER BY rowid DESC LIMIT 1").fetchone()
+        return str(row[0]) if row else None
+    return store.meta("schema")
+
+
+def _store_factory(store: Store) -> StoreFactory:
+    """A fresh connection per worker thread (SQLite connections must not cross threads)."""
+    if isinstance(store, SQLiteStore):
+        path = store.path
+
+        def connect() -> Store:
+            try:
+                return SQLiteStore(path, readonly=True)
+            except StoreError:
+                return SQLiteStore(path)
+
+        return connect
+    return lambda: _Borrowed(store)
+
+
+class _Borrowed:
+    """Another backend's store lent to the workers as is (they then run one after another)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def close(self) -> None:
+        """The lender closes it."""
+
+
+def _model(cfg: Config, spec: str | Backend | None) -> tuple[verify.Completer, str] | None:
+    """The model to rewrite with and its label; a spec from settings gets retries and budgets."""
+    if isinstance(spec, Backend):
+        return spec, f"{spec.name}:{spec.model}"
+    name = spec or cfg.llm.backend
+    if not name or name == "none":
+        return None
+    from ctxmill.llm import LLMError, LLMRunner, get_backend
+
+    try:
+        backend = get_backend(
+            name, model=cfg.llm.model, base_url=cfg.llm.base_url, timeout_s=cfg.llm.timeout_s
+        )
+    except LLMError as exc:
+        raise BuildError(f"cannot use backend {name!r}: {exc}") from exc
+    runner = LLMRunner(
+        backend,
+        max_retries=cfg.llm.max_retries,
+        max_tokens_total=cfg.llm.max_tokens_total,
+        max_cost_usd=cfg.llm.max_cost_usd,
+        purpose="build",
+    )
+    return runner, f"{backend.name}:{backend.model}"
+
+
+class _Describer:
+    """Resolves a tag to where it points, for the Citations section (cached per tag)."""
+
+    def __init__(self, cfg: Config, store: Store, records: dict[str, SessionRecord]) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.records = dict(records)
+        self.cache: dict[Tag, str] = {}
+
+    def __call__(self, tag: Tag) -> str:
+        if tag not in self.cache:
+            self.cache[tag] = self._describe(tag)
+        return self.cache[tag]
+
+    def _record(self, sid: str) -> SessionRecord | None:
+        if sid not in self.records:
+            rec = self.store.get_session(sid)
+            if rec is None:
+                return None
+            self.records[sid] = rec
+        return self.records[sid]
+
+    def _describe(self, tag: Tag) -> str:
+        if tag.kind == "topic":
+            lines = f"line {tag.start}" if tag.start == tag.end else f"lines {tag.start}–{tag.end}"
+            return f"topics/{tag.ref}, {lines}"
+        if tag.kind == "code":
+            return f"{tag.ref}, line {tag.start} (code root)"
+        rec = self._record(tag.ref)
+        title = f"“{rec.title}”" if rec and rec.title else "untitled session"
+        agent = rec.agent if rec else "unknown agent"
+        date = ((rec.started or "")[:10] if rec else "") or "undated"
+        if tag.kind == "session":
+            hits = self.store.chunks_for_tag(tag)
+            where = f" — {hits[0].path}" if hits and hits[0].path else ""
+            return f"summary of {title} ({agent}, {date}){where}"
+        hits = self.store.chunks_for_tag(tag)
+        if hits:
+            hit = hits[0]
+            when = (hit.timestamp or "")[:16].replace("T", " ") or date
+            return f"turn {tag.start} ({hit.role or 'turn'}, {when}) of {title} ({agent})"
+        return f"turn {tag.start} of {title} ({agent}, {date})"

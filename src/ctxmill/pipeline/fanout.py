@@ -1,0 +1,406 @@
+"""Stage 2: three workers read the pool in parallel and return bounded, tagged findings.
+
+A  topics      the topic files that matched, split into paragraphs and list items with exact line
+               ranges (so every tag points at the lines it came from)
+B  compressed  the candidates' summaries: the items that match the brief, above all decisions,
+               failed attempts and open threads
+C  code        the files the brief names or whose paths match it, and every reference to the
+               identifiers that will change (a targeted list, not a dump)
+
+None of them reads raw transcripts.  B flags sessions whose summary is suggestive but not enough
+(a failure or decision that touches the brief, or no summary at all) for the aggregator to re-read.
+SQLite connections must not be shared across threads, so each worker opens its own.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ctxmill.config import Config
+from ctxmill.model import Excerpt, Layer, Tag
+from ctxmill.pipeline.brief import Brief, identifiers_in, stem
+from ctxmill.pipeline.prefilter import Pool
+from ctxmill.pipeline.text import (
+    FAILURE_RE,
+    Item,
+    clip,
+    kind_of_heading,
+    split_items,
+)
+from ctxmill.store.base import Hit, Store
+
+StoreFactory = Callable[[], Store]
+
+MAX_TOPIC_ITEMS = 120
+MAX_SUMMARY_ITEMS = 160
+MAX_ITEMS_PER_SESSION = 10
+MAX_SESSIONS_READ = 60
+MAX_FLAGGED = 8
+MAX_CODE_FILES = 25
+MAX_TRACED = 30
+ITEM_CHARS = 900
+
+
+@dataclass
+class Finding:
+    """An excerpt plus what the aggregator needs to place it."""
+
+    excerpt: Excerpt
+    kind: str  # state | decision | failure | open | history | goal | files | file | turn
+    heading: str = ""
+    title: str | None = None  # the session's title, or the topic file
+    also: list[Tag] = field(default_factory=list)  # tags of merged near-duplicates
+
+    @property
+    def tags(self) -> list[Tag]:
+        return [self.excerpt.tag, *(t for t in self.also if t != self.excerpt.tag)]
+
+
+@dataclass
+class WorkerResult:
+    name: str
+    findings: list[Finding] = field(default_factory=list)
+    flagged: dict[str, str] = field(default_factory=dict)  # session id -> why
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    paths: set[str] = field(default_factory=set)  # code worker: every file under the code root
+
+
+@dataclass
+class FanOut:
+    topics: WorkerResult
+    compressed: WorkerResult
+    code: WorkerResult
+
+    @property
+    def flagged(self) -> dict[str, str]:
+        return {**self.topics.flagged, **self.compressed.flagged, **self.code.flagged}
+
+
+def fan_out(
+    cfg: Config, pool: Pool, brief: Brief, stores: StoreFactory, *, parallel: bool = True
+) -> FanOut:
+    """Run the three workers; ``parallel=False`` for a store that cannot open more connections."""
+    with ThreadPoolExecutor(
+        max_workers=3 if parallel else 1, thread_name_prefix="ctxmill-fanout"
+    ) as ex:
+        a = ex.submit(_timed, "topics", lambda: topics_worker(stores, cfg, pool, brief))
+        b = ex.submit(_timed, "compressed", lambda: compressed_worker(stores, pool, brief))
+        c = ex.submit(_timed, "code", lambda: code_worker(cfg, pool, brief))
+        return FanOut(a.result(), b.result(), c.result())
+
+
+def _timed(name: str, work: Callable[[], WorkerResult]) -> WorkerResult:
+    t0 = time.perf_counter()
+    result = work()
+    result.name = name
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+# -- A: topics ------------------------------------------------------------------------------------
+
+
+def topics_worker(stores: StoreFactory, cfg: Config, pool: Pool, brief: Brief) -> WorkerResult:
+    """Read each topic file with a matching section; keep the items that touch the brief."""
+    result = WorkerResult("topics")
+    by_file: dict[str, list[Hit]] = {}
+    for hit in pool.topic_hits:
+        by_file.setdefault(hit.tag.ref, []).append(hit)
+    store = stores()
+    try:
+        scored: list[tuple[float, Finding]] = []
+        for ref, hits in by_file.items():
+            items, stamp = _topic_items(cfg, store, ref, hits)
+            if not items:
+                continue
+            title = items[0].heading.split(" > ")[0] if items[0].heading else ref
+            # A file whose name or title is about the brief's subject is read whole; from any
+            # other file only the items that themselves match are kept.
+            whole = brief.overlap(f"{Path(ref).stem} {title}") > 0
+            hit_ranges = [
+                (h.tag.start or 0, h.tag.end or 0) for h in hits if "heading" not in h.found_by
+            ]
+            for item in items:
+                score = brief.overlap(item.text) + 0.5 * brief.overlap(item.heading)
+                if any(s <= item.start <= e or s <= item.end <= e for s, e in hit_ranges):
+                    score += 0.1
+                if score <= 0.1 and not whole:
+                    continue
+                if whole:
+                    score += 0.2
+                kind = topic_kind(item.heading)
+                excerpt = Excerpt(
+                    id="",
+                    tag=Tag.topic(ref, item.start, item.end),
+                    layer=Layer.TOPIC,
+                    text=clip(item.text, ITEM_CHARS * 2),
+                    score=score,
+                    timestamp=stamp,
+                    found_by=["topics"],
+                )
+                scored.append((score, Finding(excerpt, kind, item.heading, title=ref)))
+        scored.sort(key=lambda s: -s[0])
+        result.findings = [f for _, f in scored[:MAX_TOPIC_ITEMS]]
+    finally:
+        store.close()
+    return result
+
+
+def topic_kind(heading: str) -> str:
+    """The kind of a topic item from the deepest heading that says something ("Decisions" under
+    "Auth"); the file's title (the first level) never does."""
+    levels = heading.split(" > ")
+    for level in reversed(levels[1:] if len(levels) > 1 else levels):
+        kind = kind_of_heading(level)
+        if kind != "state":
+            return kind
+    return "state"
+
+
+def _topic_items(
+    cfg: Config, store: Store, ref: str, hits: list[Hit]
+) -> tuple[list[Item], str | None]:
+    """The file's items with exact line numbers; the indexed text stands in if the file is gone."""
+    path = cfg.topics_dir / ref
+    stamp = max((h.timestamp or "" for h in hits), default="") or None
+    if path.is_file():
+        return split_items(path.read_text(encoding="utf-8", errors="replace")), stamp
+    items: list[Item] = []
+    for hit in store.chunks_for_tag(Tag.topic(ref, 1, 10**9)) or hits:
+        for item in split_items(hit.text, hit.tag.start or 1):
+            item.heading = item.heading or (hit.title or "")
+            items.append(item)
+    return items, stamp
+
+
+# -- B: compressed summaries ----------------------------------------------------------------------
+
+
+def compressed_worker(stores: StoreFactory, pool: Pool, brief: Brief) -> WorkerResult:
+    result = WorkerResult("compressed")
+    store = stores()
+    scored: list[tuple[float, Finding]] = []
+    flag_scores: dict[str, tuple[float, str]] = {}
+    try:
+        for rank, cand in enumerate(pool.candidates[:MAX_SESSIONS_READ]):
+            hits = store.chunks_for_session(cand.session_id, Layer.COMPRESSED)
+            hits = [h for h in hits if not h.timestamp or h.timestamp < pool.until]
+            record = cand.record
+            title = record.title if record else None
+            date = (record.started if record else None) or next(
+                (h.timestamp for h in hits if h.timestamp), None
+            )
+            content_query = any(q != "time" for q in cand.found_by)
+            if not hits:
+                if content_query:
+                    flag_scores[cand.session_id] = (cand.score, "no summary")
+                continue
+            # Later candidates need a clearer match: the pool is ranked, the budget is not free.
+            weight = 1.0 / (1.0 + rank / 20)
+            items = _summary_items(hits)
+            summary_overlap = brief.overlap(" ".join(i.text for i in items))
+            session_items: list[tuple[float, Finding]] = []
+            for item in items:
+                kind = _summary_kind(item)
+                if kind == "files":
+                    continue
+                overlap = brief.overlap(item.text)
+                if kind in ("failure", "decision", "open"):
+                    relevant = overlap > 0 or (summary_overlap >= 0.5 and content_query)
+                elif kind == "goal":
+                    relevant = overlap > 0 and content_query
+                else:
+                    relevant = overlap > 0
+                if not relevant:
+                    continue
+                bonus = {"failure": 0.4, "decision": 0.3, "open": 0.25, "goal": 0.1}.get(kind, 0.0)
+                score = (overlap + bonus + 0.2 * summary_overlap) * weight
+                excerpt = Excerpt(
+                    id="",
+                    tag=Tag.session(cand.session_id),
+                    layer=Layer.COMPRESSED,
+                    text=clip(item.text, ITEM_CHARS),
+                    score=score,
+                    session_id=cand.session_id,
+                    timestamp=date,
+                    found_by=list(cand.found_by),
+                )
+                session_items.append((score, Finding(excerpt, kind, item.heading, title=title)))
+                if kind in ("failure", "decision") and overlap > 0:
+                    best = flag_scores.get(cand.session_id, (0.0, ""))[0]
+                    why = f"summary mentions a {'failed attempt' if kind == 'failure' else 'decision'} touching the brief"
+                    flag_scores[cand.session_id] = (max(best, score + cand.score), why)
+            session_items.sort(key=lambda s: -s[0])
+            scored += session_items[:MAX_ITEMS_PER_SESSION]
+    finally:
+        store.close()
+    scored.sort(key=lambda s: -s[0])
+    result.findings = [f for _, f in scored[:MAX_SUMMARY_ITEMS]]
+    ranked = sorted(flag_scores.items(), key=lambda kv: -kv[1][0])[:MAX_FLAGGED]
+    result.flagged = {sid: why for sid, (_, why) in ranked}
+    return result
+
+
+def _summary_items(hits: list[Hit]) -> list[Item]:
+    """A summary's items under their headings, however the summary was cut into chunks."""
+    items: list[Item] = []
+    for hit in hits:
+        text = hit.text
+        if hit.title and not text.lstrip().startswith("#"):
+            text = f"## {hit.title}\n{text}"
+        items += split_items(text)
+    return items
+
+
+def _summary_kind(item: Item) -> str:
+    kind = kind_of_heading(item.heading.split(" > ")[-1]) if item.heading else "state"
+    if kind in ("state", "history"):
+        # "What happened" items that report a failure or a decision are treated as such.
+        if FAILURE_RE.search(item.text) and re.search(
+            r"\b(revert|abandon|fail|gave up)", item.text, re.I
+        ):
+            return "failure"
+        return "history"
+    return kind
+
+
+# -- C: code --------------------------------------------------------------------------------------
+
+_DEF_RE = re.compile(
+    r"^(?:async\s+)?(?:def|class)\s+([A-Za-z_]\w*)|^([A-Z][A-Z0-9_]{2,})\s*[:=]", re.M
+)
+
+
+def code_worker(cfg: Config, pool: Pool, brief: Brief) -> WorkerResult:
+    result = WorkerResult("code")
+    root = cfg.code_root
+    if root is None:
+        result.notes.append("no code root configured; 'Files likely to touch' is empty")
+        return result
+    if not root.is_dir():
+        result.notes.append(f"code root {root} does not exist; 'Files likely to touch' is empty")
+        return result
+    from ctxmill.sources.code import find_references, list_code_files
+
+    files = [_rel(p, root) for p in list_code_files(root)]
+    result.paths = set(files)
+    want = brief.stems
+    named: dict[str, str] = {}  # relpath -> why
+    for path in brief.paths:
+        for rel in files:
+            if rel == path or rel.endswith("/" + path.lstrip("./")):
+                named[rel] = "named in the brief"
+    path_scores: list[tuple[int, str]] = []
+    for rel in files:
+        parts = {stem(p) for p in re.split(r"[/._\-]", rel.lower()) if len(p) > 2}
+        n = len(parts & want)
+        if n:
+            path_scores.append((n, rel))
+    path_scores.sort(key=lambda t: (-t[0], len(t[1])))
+    best = path_scores[0][0] if path_scores else 0
+    for n, rel in path_scores[:MAX_CODE_FILES]:
+        # Only the strongest path matches: "session" alone must not pull in every file named so.
+        if n == best or n >= 2:
+            named.setdefault(rel, "path matches the brief")
+    # Paths the relevant topics name, which exist now, are the curated answer to "where is it".
+    topic_text = " ".join(h.text for h in pool.topic_hits)
+    for mention in identifiers_in(topic_text):
+        m = mention.strip("/")
+        for rel in files:
+            if (
+                "/" in m
+                and (rel == m or rel.endswith("/" + m))
+                and brief.overlap(_topic_context(topic_text, m)) > 0
+            ):
+                named.setdefault(rel, "named in the topic notes")
+
+    traced = _traced_identifiers(root, brief, named, pool)
+    refs = find_references(root, traced, 400) if traced else []
+    by_file: dict[str, list[tuple[int, str, str]]] = {}
+    lowered = [(t, t.lower()) for t in traced]
+    for rel, line, text in refs:
+        rel = _rel(Path(rel), root)
+        ident = next((t for t, low in lowered if low in text.lower()), "")
+        by_file.setdefault(rel, []).append((line, ident, text))
+    findings: list[tuple[float, Finding]] = []
+    for rel, why in named.items():
+        lines = by_file.pop(rel, [])
+        defs = _defined_in(root / rel)
+        idents = sorted({i for _, i, _ in lines if i})
+        what = why
+        if defs:
+            what += "; defines " + ", ".join(f"`{d}`" for d in defs[:8])
+        if idents:
+            what += "; refers to " + ", ".join(f"`{i}`" for i in idents[:8])
+        line = lines[0][0] if lines else 1
+        score = 3.0 if why == "named in the brief" else 2.0 if "path" in why else 1.5
+        findings.append((score + len(idents) * 0.1, _code_finding(rel, line, what, score, lines)))
+    for rel, lines in by_file.items():
+        idents = sorted({i for _, i, _ in lines if i})
+        what = "uses " + ", ".join(f"`{i}`" for i in idents[:8])
+        score = 1.0 + 0.1 * len(idents)
+        findings.append((score, _code_finding(rel, lines[0][0], what, score, lines)))
+    findings.sort(key=lambda f: -f[0])
+    result.findings = [f for _, f in findings[: MAX_CODE_FILES * 2]]
+    return result
+
+
+def _topic_context(text: str, mention: str) -> str:
+    i = text.find(mention)
+    return text[max(0, i - 300) : i + 300] if i >= 0 else ""
+
+
+def _code_finding(
+    rel: str, line: int, what: str, score: float, lines: list[tuple[int, str, str]]
+) -> Finding:
+    extra = [Tag.code(rel, n) for n, _, _ in lines[1:4] if n != line]
+    excerpt = Excerpt(
+        id="",
+        tag=Tag.code(rel, line),
+        layer=Layer.CODE,
+        text=f"`{rel}` — {what}",
+        score=score,
+        found_by=["code"],
+    )
+    return Finding(excerpt, "file", title=rel, also=extra)
+
+
+def _traced_identifiers(root: Path, brief: Brief, named: dict[str, str], pool: Pool) -> list[str]:
+    """What to find every reference to: the brief's identifiers first, then what the named files
+    define and the relevant topics name (the public surface that the change is likely to move)."""
+    traced: list[str] = [i for i in (*brief.changing, *brief.identifiers) if "/" not in i]
+    for rel in named:
+        traced += [d for d in _defined_in(root / rel) if not d.startswith("_")]
+    topic_idents = identifiers_in(" ".join(h.text for h in pool.topic_hits))
+    defined: set[str] = set()
+    for rel in named:
+        defined.update(_defined_in(root / rel))
+    traced += [i for i in topic_idents if i in defined]
+    out: list[str] = []
+    for ident in traced:
+        ident = ident.strip("`").rstrip("()")
+        if len(ident) > 3 and ident not in out and not ident.startswith("--"):
+            out.append(ident)
+    return out[:MAX_TRACED]
+
+
+def _defined_in(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    names = [a or b for a, b in _DEF_RE.findall(text)]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
