@@ -239,7 +239,8 @@ here = pathlib.Path(__file__).resolve().parent
 behaviour = json.loads((here / "behaviour.json").read_text())
 prompt = sys.stdin.read()
 with open(here / "calls.jsonl", "a") as log:
-    log.write(json.dumps({{"argv": sys.argv[1:], "stdin": prompt, "pid": os.getpid()}}) + "\\n")
+    log.write(json.dumps({{"argv": sys.argv[1:], "stdin": prompt, "pid": os.getpid(),
+        "cwd": os.getcwd(), "CLAUDECODE": os.environ.get("CLAUDECODE")}}) + "\\n")
 mode = behaviour.get("mode", "ok")
 if mode == "sleep":
     time.sleep(behaviour.get("sleep_s", 30))

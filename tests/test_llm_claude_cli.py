@@ -97,6 +97,16 @@ def test_executable_name_is_configurable(tmp_path: Path, monkeypatch: pytest.Mon
     assert len(fake.calls()) == 1
 
 
+def test_runs_nested_in_a_claude_code_hook(
+    claude: FakeClaude, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CLAUDECODE", "1")  # what a SessionEnd hook inherits
+    ask(ClaudeCLIBackend(cwd=tmp_path))
+    [call] = claude.calls()
+    assert call["CLAUDECODE"] is None
+    assert call["cwd"] == str(tmp_path)
+
+
 def test_missing_executable(claude: FakeClaude) -> None:
     with pytest.raises(LLMError, match="'no-such-claude' not found on PATH"):
         ask(ClaudeCLIBackend(executable="no-such-claude"))

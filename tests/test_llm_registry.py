@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import stat
 from collections.abc import Iterator
 
@@ -11,6 +12,7 @@ from llm_servers import ScriptedServer
 import ctxmill.llm as llm
 from ctxmill.llm import (
     BudgetExceeded,
+    Completion,
     FakeBackend,
     LLMError,
     LLMRunner,
@@ -171,6 +173,19 @@ def test_one_line_scrubs_keys_and_length() -> None:
     text = one_line("bad key sk-abcdef0123456789\n\n  and  the secret hunter2xyz", ["hunter2xyz"])
     assert text == "bad key [key] and the secret [key]"
     assert len(one_line("x" * 5000)) == 400
+
+
+def test_errors_survive_pickling() -> None:
+    done = Completion("paid for", 1, 2, "m", "fake", 0.0)
+    for err in (
+        RateLimited("busy", retry_after=3.0),
+        BudgetExceeded("over", completion=done),
+        LLMError("flaky", retryable=True),
+    ):
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err)
+        assert (str(back), back.retryable) == (str(err), err.retryable)
+        assert back.__dict__ == err.__dict__
 
 
 def test_parse_retry_after_forms() -> None:

@@ -39,7 +39,6 @@ Compressors
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import json
@@ -70,6 +69,7 @@ from ctxmill.summary_format import (
     SHORT_SOURCE_TOKENS,
     TARGET_MAX,
     TARGET_MIN,
+    _Loader,
     body_problems,
     headings,
     render_summary,
@@ -226,7 +226,7 @@ def compress(
         ) from exc
     try:
         _clean_temp_files(cfg.compressed_dir)
-        if index and not dry_run:
+        if index and not dry_run and not from_queue:  # queued jobs name their transcripts
             _ingest(cfg, embed=embed, report=report)
         state = _State.load(_state_path(cfg))
         existing = existing_summaries(cfg.compressed_dir)
@@ -422,7 +422,9 @@ class _Worker:
             parsed = sources.parse_transcript(fmt, target.path)
             sha = _sha256(target.path, parsed.offset if fmt != "specstory" else None)
         except OSError as exc:
-            return SessionResult(target.session_id, "skipped", f"cannot read: {exc.strerror or exc}")
+            return SessionResult(
+                target.session_id, "skipped", f"cannot read: {exc.strerror or exc}"
+            )
         main = next((s for s in parsed.sessions if s.id == target.session_id), None)
         if main is None:
             return SessionResult(
@@ -459,7 +461,9 @@ class _Worker:
 
     def run(self, target: _Target) -> SessionResult:
         if self.stop.is_set():
-            return SessionResult(target.session_id, "skipped", "budget exhausted earlier in the pass")
+            return SessionResult(
+                target.session_id, "skipped", "budget exhausted earlier in the pass"
+            )
         loaded = self._load(target)
         if isinstance(loaded, SessionResult):
             return loaded
@@ -472,7 +476,11 @@ class _Worker:
         try:
             if self.runner is None:
                 body = extractive_body(draft)
-                compressor = {"backend": "extractive", "model": None, "prompt_version": EXTRACTIVE_VERSION}
+                compressor = {
+                    "backend": "extractive",
+                    "model": None,
+                    "prompt_version": EXTRACTIVE_VERSION,
+                }
             else:
                 body, model = model_body(
                     draft, self.runner, window=self.window, before_call=self.pacer.wait
@@ -504,7 +512,9 @@ class _Worker:
             problems = validate_summary(text)
             if problems:
                 return SessionResult(
-                    target.session_id, "failed", "invalid summary, not written: " + "; ".join(problems)
+                    target.session_id,
+                    "failed",
+                    "invalid summary, not written: " + "; ".join(problems),
                 )
             folder = self.cfg.compressed_dir / _year(session)
             name = f"{session.id}.md" if version == 1 else f"{session.id}.{version}.md"
@@ -512,7 +522,9 @@ class _Worker:
                 path = write_atomic(folder / name, text)
             except OSError as exc:
                 return SessionResult(
-                    target.session_id, "failed", f"cannot write {folder / name}: {exc.strerror or exc}"
+                    target.session_id,
+                    "failed",
+                    f"cannot write {folder / name}: {exc.strerror or exc}",
                 )
             known.paths.append(path)
             known.newest, known.newest_version, known.sha256 = path, version, sha
@@ -594,9 +606,6 @@ def _front_matter(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 def write_atomic(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a hidden temp file; never replaces an existing file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -626,11 +635,8 @@ def _sha256(path: Path, length: int | None) -> str:
     """sha256 of the transcript's bytes as the parser read them (the first ``length`` bytes of
     the decompressed stream: a half-written last line is not part of what was summarised)."""
     digest = hashlib.sha256()
-    opener: Callable[[Path], Any] = (
-        (lambda p: gzip.open(p, "rb")) if path.name.endswith(".gz") else (lambda p: p.open("rb"))
-    )
     remaining = length
-    with opener(path) as fh:
+    with gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb") as fh:
         while remaining is None or remaining > 0:
             block = fh.read(1 << 20 if remaining is None else min(1 << 20, remaining))
             if not block:
@@ -781,7 +787,7 @@ _CODEX_REQUEST_RE = re.compile(r"## My request for Codex:\s*", re.IGNORECASE)
 _DECISION_STRONG = re.compile(
     r"\b(decided|decide to|decision|going with|go with|instead of|rather than|chose|chosen|"
     r"opted|opt for|settled on|switch(?:ed|ing)? to|we'll use|we will use|let's use|let's go with|"
-    r"let's keep|keep using|stick with|the plan is|prefer(?:red)?|approach is)\b",
+    r"let's keep|keep using|stick with|the plan is|approach is)\b",
     re.IGNORECASE,
 )
 _DECISION_WEAK = re.compile(r"\b(we'll|we will|let's|plan|approach|use)\b", re.IGNORECASE)
@@ -798,7 +804,7 @@ _FAIL_STRONG = re.compile(
 )
 _FAIL_WEAK = re.compile(r"\b(error|errors|wrong|mistake|exception|traceback|crash\w*|bug)\b", re.I)
 _OPEN = re.compile(
-    r"\b(todo|to-do|fixme|follow[- ]?up|next steps?|remaining|still need\w*|still to|not yet|"
+    r"\b(todo(?!\.\w)|to-do|fixme|follow[- ]?up|next steps?|remaining|still need\w*|still to|not yet|"
     r"left to|open question|pending|unresolved|we should|you (?:may|might|could) want|"
     r"consider|later|future|out of scope|deferred|postpone\w*|haven't|has not been|"
     r"needs? to be)\b",
@@ -817,9 +823,25 @@ _STOPWORDS = frozenset(
     this those through under until very what when where which while will with would your yours
     file files code line lines make sure let like want please using used uses first need
     now see check look think going still already well also okay sure know thing things
-    session user assistant tool turn turns output input true false none null error""".split()
+    session user assistant tool turn turns output input true false none null error""".split()  # noqa: SIM905  (a word list reads better as text)
 )
 _WORD_RE = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{3,}")
+_INTENT = re.compile(
+    r"\b(make sure|ensure|to verify|to check|check (?:if|whether|that)|let me know)\b"
+    r"|^(?:now,? |first,? |next,? |ok(?:ay)?,? )?(?:let me|i'll (?:start|now|first|check|read|"
+    r"look|run|analy[sz]e|create|update|search|examine|review))\b",
+    re.IGNORECASE,
+)
+_KEY_COMMAND = re.compile(r"\b(test|pytest|build|migrat\w*|deploy|commit|push|install|lint)\b")
+
+
+@dataclass(frozen=True)
+class _Item:
+    """A candidate line: picked by ``score``, printed in ``turn`` order."""
+
+    score: float
+    turn: int
+    line: str
 
 
 @dataclass
@@ -836,7 +858,7 @@ class Draft:
     commands: list[str]
     source_tokens: int
     transcript: str
-    items: dict[str, list[tuple[float, str]]]  # section → (score, line), in session order
+    items: dict[str, list[_Item]]  # section → candidate lines
     fixed: dict[str, list[str]]  # section → lines always written
 
 
@@ -849,6 +871,8 @@ def _real_user_turns(session: Session) -> list[Turn]:
         if not text or _INTERRUPTED_RE.match(text):
             continue
         if re.fullmatch(r"/[\w:-]+", text):  # a bare slash command such as /clear
+            continue
+        if text.startswith("<task-notification>"):  # the harness reporting a background task
             continue
         out.append(turn)
     return out
@@ -886,7 +910,7 @@ def _ref(turn: Turn) -> str:
 def _error_line(text: str) -> str:
     """The most telling line of a failed tool result, verbatim (trimmed to one line)."""
     body = re.sub(r"^ERROR(?: \(exit \d+\))?:\s*", "", text.strip())
-    body = re.sub(r"</?tool_use_error>", "", body)
+    body = re.sub(r"</?tool_use_error>", "", body).replace("\\n", "\n")
     lines = [ln.strip() for ln in body.splitlines() if ln.strip()]
     for ln in lines:
         if re.search(r"error|exception|failed|fatal|denied|not found|no such", ln, re.I):
@@ -894,9 +918,9 @@ def _error_line(text: str) -> str:
     return _cap(lines[0], 200) if lines else "(no output)"
 
 
-def _tool_errors(session: Session) -> list[tuple[float, str]]:
-    """(score, line) for each failed tool call, paired with the call that produced it."""
-    out: list[tuple[float, str]] = []
+def _tool_errors(session: Session) -> list[_Item]:
+    """One line per failed tool call, paired with the call that produced it, error verbatim."""
+    out: list[_Item] = []
     pending: list[Any] = []
     seen: set[str] = set()
     for turn in session.turns:
@@ -907,22 +931,18 @@ def _tool_errors(session: Session) -> list[tuple[float, str]]:
             continue
         call = pending.pop(0) if pending else None
         text = turn.text.strip()
-        if not text.startswith("ERROR"):
+        if not text.startswith("ERROR") or "Sibling tool call errored" in text:
             continue
-        what = (call.command or call.summary) if call else "a tool call"
-        label = f"`{_cap(what, 120)}`" if call else what
+        label = f"`{_cap(call.command or call.summary, 120)}`" if call else "A tool call"
         if "doesn't want to proceed" in text or "was rejected" in text:
-            line = f"{label} was rejected by the user {_ref(turn)}"
-            score = 1.5
-        elif "Sibling tool call errored" in text:
-            continue
+            line, score = f"- {label} was rejected by the user {_ref(turn)}", 1.5
         else:
-            line = f"{label} failed: {_error_line(text)} {_ref(turn)}"
+            line = f"- {label} failed: {_error_line(text)} {_ref(turn)}"
             score = 2.5 if call and call.command else 2.0
-        key = re.sub(r"\(turn \d+\)", "", line)
+        key = line.rsplit(" (turn ", 1)[0]
         if key not in seen:
             seen.add(key)
-            out.append((score, line))
+            out.append(_Item(score, turn.n, line))
     return out
 
 
@@ -933,17 +953,21 @@ def render_transcript(session: Session, *, tool_chars: int = 600, turn_chars: in
         limit = tool_chars if turn.role == "tool" else turn_chars
         text = turn.text.strip()
         if len(text) > limit:
-            text = text[: limit * 2 // 3] + f"\n[… {len(text) - limit} chars elided …]\n" + text[-limit // 3 :]
+            cut = len(text) - limit
+            text = f"{text[: limit * 2 // 3]}\n[… {cut} chars elided …]\n{text[-limit // 3 :]}"
         parts.append(f"[turn {turn.n}] {turn.role.upper()}: {text}")
     return "\n\n".join(parts)
 
 
+_LATE = 10**9  # sorts after every turn
+
+
 def analyse(session: Session, children: list[Session] | None = None) -> Draft:
-    """Everything both compressors need, by rules: see :func:`extractive_body`."""
-    children = children or []
+    """Everything both compressors need, found by rules (see :func:`extractive_body`)."""
+    # Compaction helpers re-summarise the parent's own conversation: nothing new to fold in.
+    children = [c for c in children or [] if not c.id.startswith("agent-acompact")]
     users = _real_user_turns(session)
     first = users[0] if users else None
-    goal = _goal(first, session)
     transcript = render_transcript(session)
     files = _unique([*session.files_touched, *(f for c in children for f in c.files_touched)])
     edited = _unique(
@@ -951,87 +975,58 @@ def analyse(session: Session, children: list[Session] | None = None) -> Draft:
         if c.name in EDIT_TOOLS for f in c.files
     )  # fmt: skip
     commands = _unique([*session.commands, *(c for ch in children for c in ch.commands)])
-    items: dict[str, list[tuple[float, str]]] = {h: [] for h in HEADINGS}
+    items: dict[str, list[_Item]] = {h: [] for h in HEADINGS}
     fixed: dict[str, list[str]] = {h: [] for h in HEADINGS}
+    happened = items["What happened"]
 
-    # What happened: counts, the later requests, commands, subagents, where it ended.
+    # What happened: counts, later requests, commands, subagents, how it ended.
     fixed["What happened"].append(_stats_line(session, children))
     for turn in users[1:]:
-        items["What happened"].append(
-            (3.0, f"- Asked: {_cap(_request_text(turn.text), 220)} {_ref(turn)}")
+        happened.append(
+            _Item(3.0, turn.n, f"- Asked: {_cap(_request_text(turn.text), 220)} {_ref(turn)}")
         )
-    for cmd in session.commands:
-        items["What happened"].append((2.2, f"- Ran `{_cap(cmd, 160)}`"))
-    for child in children:
-        items["What happened"].append((2.6, _subagent_line(child)))
+    shown: set[str] = set()
     for turn in session.turns:
+        for cmd in turn.commands:
+            if cmd not in shown:
+                shown.add(cmd)
+                score = 2.4 if _KEY_COMMAND.search(cmd) else 2.2
+                happened.append(_Item(score, turn.n, f"- Ran `{_cap(cmd, 160)}`"))
         if turn.role == "summary":
-            items["What happened"].append(
-                (1.0, f"- Context was compacted here {_ref(turn)}: {_cap(turn.text, 200)}")
+            happened.append(
+                _Item(1.0, turn.n, f"- Context compacted {_ref(turn)}: {_cap(turn.text, 200)}")
             )
+    for child in children:
+        happened.append(_Item(2.6, _LATE - 1, _subagent_line(child)))
     assistants = [t for t in session.turns if t.role == "assistant" and _prose(t.text).strip()]
     last = assistants[-1] if assistants else None
     for turn in assistants:
         for m in _MD_HEADING_RE.finditer(_prose(turn.text)):
-            title = m.group(1).strip(" *_")
+            title = m.group(1).replace("**", "").strip(" *_")
             if len(title) >= 12:
-                items["What happened"].append((0.8, f"- {_cap(title, 160)} {_ref(turn)}"))
+                happened.append(_Item(0.8, turn.n, f"- {_cap(title, 160)} {_ref(turn)}"))
         first_sentence = next(_sentences(turn.text), None)
         if first_sentence and turn is not last:
-            items["What happened"].append((0.6, f"- {_cap(first_sentence, 200)} {_ref(turn)}"))
+            happened.append(_Item(0.6, turn.n, f"- {_cap(first_sentence, 200)} {_ref(turn)}"))
     if last is not None:
         ending = " ".join(list(_sentences(last.text))[:6])
         if ending:
-            items["What happened"].append((3.5, f"- Ended with: {_cap(ending, 700)} {_ref(last)}"))
+            happened.append(_Item(3.5, _LATE, f"- Ended with: {_cap(ending, 700)} {_ref(last)}"))
 
     # Decisions, failures and open threads from what was said.
-    seen: set[str] = set()
-    cutoff = session.turns[-1].n * 0.6 if session.turns else 0
-    for turn in session.turns:
-        if turn.role not in ("user", "assistant"):
-            continue
-        for s in _sentences(_request_text(turn.text) if turn.role == "user" else turn.text):
-            key = s.lower()[:120]
-            if key in seen:
-                continue
-            why = bool(_WHY.search(s))
-            strong_fail = bool(_FAIL_STRONG.search(s))
-            placed = True
-            if strong_fail:
-                items["Failed attempts and why"].append(
-                    (2.0 + why, f"- {_cap(s, 300)} {_ref(turn)}")
-                )
-            elif _DECISION_STRONG.search(s):
-                bonus = why + (0.5 if turn.role == "user" else 0.0)
-                items["Decisions and why"].append((2.0 + bonus, f"- {_cap(s, 300)} {_ref(turn)}"))
-            elif why and _DECISION_WEAK.search(s):
-                items["Decisions and why"].append((1.2, f"- {_cap(s, 300)} {_ref(turn)}"))
-            elif _FAIL_WEAK.search(s) and why:
-                items["Failed attempts and why"].append((0.9, f"- {_cap(s, 300)} {_ref(turn)}"))
-            elif why and turn.role == "user":
-                items["Decisions and why"].append((0.7, f"- {_cap(s, 300)} {_ref(turn)}"))
-            else:
-                placed = False
-            if _OPEN.search(s) and (turn.n >= cutoff or re.search(r"todo|fixme|follow", s, re.I)):
-                items["Open threads"].append((1.5 + (turn.n >= cutoff), f"- {_cap(s, 300)} {_ref(turn)}"))
-                placed = True
-            if placed:
-                seen.add(key)
-    items["Failed attempts and why"] = _tool_errors(session) + items["Failed attempts and why"]
-    items["Failed attempts and why"].sort(key=lambda it: _turn_of(it[1]))
-    outcome = _outcome(session, last)
+    items["Failed attempts and why"] += _tool_errors(session)
+    _said(session, items)
     tail = _unanswered(session)
     if tail:
         fixed["Open threads"].append(tail)
-    files_lines = _file_lines(files, edited, children)
-    for i, line in enumerate(files_lines):
-        items["Files"].append((4.0 - i * 0.01, line))
+    for i, line in enumerate(_file_lines(files, edited, children)):
+        items["Files"].append(_Item(4.0 - i * 0.001, i, line))
     return Draft(
         session=session,
         children=children,
-        goal=goal,
-        outcome=outcome,
-        topics=_topics(session, first),
+        goal=_goal(first, session),
+        outcome=_outcome(session, last),
+        topics=_topics(session),
         files=files,
         edited=edited,
         commands=commands,
@@ -1040,6 +1035,67 @@ def analyse(session: Session, children: list[Session] | None = None) -> Draft:
         items=items,
         fixed=fixed,
     )
+
+
+def _filler(session: Session, items: dict[str, list[_Item]]) -> list[_Item]:
+    """Plain narration for a session whose rules-based lines fall short of the minimum length:
+    the rest of what was said, then what each tool call returned (its first line)."""
+    used = {it.line.rsplit(" (turn ", 1)[0] for lines in items.values() for it in lines}
+    out: list[_Item] = []
+    pending: list[Any] = []
+    for turn in session.turns:
+        if turn.role in ("user", "assistant"):
+            pending = list(turn.tool_calls)
+            for s in _sentences(turn.text):
+                line = f"- {_cap(s, 240)}"
+                if line not in used:
+                    out.append(_Item(0.3, turn.n, f"{line} {_ref(turn)}"))
+        elif turn.role == "tool" and pending:
+            call = pending.pop(0)
+            first = next((ln.strip() for ln in turn.text.splitlines() if ln.strip()), "")
+            if first and not turn.text.startswith("ERROR"):
+                label = _cap(call.command or f"{call.name} {call.summary}", 100)
+                out.append(_Item(0.2, turn.n, f"- `{label}` → {_cap(first, 160)} {_ref(turn)}"))
+    return out
+
+
+def _said(session: Session, items: dict[str, list[_Item]]) -> None:
+    """Sort the sentences of user and assistant turns into decisions, failures, open threads."""
+    seen: set[str] = set()
+    cutoff = session.turns[-1].n * 0.6 if session.turns else 0
+    for turn in session.turns:
+        if turn.role not in ("user", "assistant"):
+            continue
+        text = _request_text(turn.text) if turn.role == "user" else turn.text
+        for s in _sentences(text):
+            key = s.lower()[:120]
+            # "Let me run the tests to make sure nothing broke:" announces a step; it is no
+            # decision, failure or open thread.
+            if key in seen or s.endswith(":") or _INTENT.search(s):
+                continue
+            line = f"- {_cap(s, 300)} {_ref(turn)}"
+            why = 1.0 if _WHY.search(s) else 0.0
+            user = 0.5 if turn.role == "user" else 0.0
+            section, score = None, 0.0
+            if s.endswith("?"):
+                pass  # a question decides nothing; it may still be an open thread below
+            elif _FAIL_STRONG.search(s):
+                section, score = "Failed attempts and why", 2.0 + why
+            elif _DECISION_STRONG.search(s):
+                section, score = "Decisions and why", 2.0 + why + user
+            elif why and _DECISION_WEAK.search(s):
+                section, score = "Decisions and why", 1.2 + user
+            elif why and _FAIL_WEAK.search(s):
+                section, score = "Failed attempts and why", 0.9
+            elif why and user:
+                section, score = "Decisions and why", 0.7
+            if section:
+                items[section].append(_Item(score, turn.n, line))
+                seen.add(key)
+            late = turn.n >= cutoff
+            if _OPEN.search(s) and (late or re.search(r"todo|fixme|follow", s, re.I)):
+                items["Open threads"].append(_Item(1.5 + late, turn.n, line))
+                seen.add(key)
 
 
 def _goal(first: Turn | None, session: Session) -> str:
@@ -1129,23 +1185,16 @@ def _file_lines(files: list[str], edited: list[str], children: list[Session]) ->
     return lines
 
 
-def _topics(session: Session, first: Turn | None, n: int = 6) -> list[str]:
+def _topics(session: Session, n: int = 6) -> list[str]:
     """A few keywords for routing: words of the title and the user's requests, by frequency."""
     counts: Counter[str] = Counter()
-    texts = [session.title or ""] * 3 + [
-        _request_text(t.text) for t in _real_user_turns(session)
-    ]
+    texts = [session.title or ""] * 3 + [_request_text(t.text) for t in _real_user_turns(session)]
     for text in texts:
         for w in _WORD_RE.findall(_prose(text)):
             lw = w.lower().strip("-_")
             if len(lw) >= 4 and lw not in _STOPWORDS and not lw.isdigit():
                 counts[lw] += 1
     return [w for w, _ in counts.most_common(n)]
-
-
-def _turn_of(line: str) -> int:
-    m = re.search(r"\(turn (\d+)\)\s*$", line)
-    return int(m.group(1)) if m else 0
 
 
 def _unique(items: Iterable[str]) -> list[str]:
@@ -1170,76 +1219,82 @@ _SECTION_CAP = {  # tokens, so that no section crowds out the rest
     "Files": 280,
 }
 _EMPTY = {
+    "What happened": "None recorded.",
     "Decisions and why": "None recorded.",
     "Failed attempts and why": "None recorded.",
     "Open threads": "None recorded.",
     "Files": "No files were read or written through tools.",
 }
 _FILL_TO = 1_200  # stop adding lines here, leaving room under TARGET_MAX
+_FLOOR = TARGET_MIN + 60  # filler stops here, with a margin for how the count varies when joined
 
 
 def extractive_body(draft: Draft, *, sections_from: tuple[str, ...] = HEADINGS) -> str:
     """The summary body by rules, no model.
 
-    - Goal: the first real user request (interruptions and bare slash commands skipped), trimmed
-      to about 200 tokens, with the session title when the agent recorded one.
-    - What happened: turn and tool counts, every later user request, the commands run (verbatim),
-      one line per folded subagent, the assistant's section headings and opening sentences, and
-      how the session ended.
+    - Goal: the first real user request (interruptions, bare slash commands and harness
+      notifications skipped), trimmed to about 200 tokens, with the session title if recorded.
+    - What happened: turn and tool counts, every later user request, the commands run
+      (verbatim), one line per folded subagent, the assistant's own section headings and opening
+      sentences, and how the session ended.
     - Decisions and why: sentences that state a choice ("decided", "going with", "instead of",
       "chose", "switch to", …), ranked up when they give a reason ("because", "so that", …).
-    - Failed attempts and why: failed tool calls with the error line verbatim, and sentences with
-      failure or revert language ("didn't work", "reverted", "gave up", …).
-    - Open threads: a last request left unanswered, and TODO / follow-up / "not yet" sentences
-      from the last 40% of the session.
-    - Files: every file touched through tools, edited first.
+    - Failed attempts and why: failed tool calls with their error line verbatim, and sentences
+      with failure or revert language ("didn't work", "reverted", "gave up", …).
+    - Open threads: a last request left unanswered or interrupted, and TODO / follow-up /
+      "not yet" sentences from the last 40% of the session.
+    - Files: every file touched through tools, edited ones first.
 
-    Lines are picked by score until the body nears 1,200 tokens, each section within its own cap,
-    then printed in session order; every line ends with the turn it came from.
+    Lines are taken best score first until the body nears 1,200 tokens, each section within its
+    own cap, then printed in session order; each line names the turn it came from.
     """
-    chosen: dict[str, list[tuple[int, str]]] = {h: [] for h in HEADINGS}
-    used = {h: 0 for h in HEADINGS}
+    chosen: dict[str, list[_Item]] = {h: [] for h in HEADINGS}
+    used = dict.fromkeys(HEADINGS, 0)
     total = count_tokens(draft.goal) + sum(
         count_tokens(line) + 1 for lines in draft.fixed.values() for line in lines
     )
-    pool: list[tuple[float, int, str, str]] = []
-    for heading in sections_from:
-        for order, (score, line) in enumerate(draft.items.get(heading, [])):
-            pool.append((score * _SECTION_WEIGHT[heading], order, heading, line))
+    pool = [
+        (item.score * _SECTION_WEIGHT[h], h, item) for h in sections_from for item in draft.items[h]
+    ]
     pool.sort(key=lambda p: -p[0])
-    for _, order, heading, line in pool:
-        cost = count_tokens(line) + 1
-        cap = _SECTION_CAP.get(heading, 10_000)
-        if used[heading] + cost > cap or total + cost > _FILL_TO:
+    for _, heading, item in pool:
+        cost = count_tokens(item.line) + 1
+        if used[heading] + cost > _SECTION_CAP.get(heading, _FILL_TO) or total + cost > _FILL_TO:
             continue
-        chosen[heading].append((order, line))
+        chosen[heading].append(item)
         used[heading] += cost
         total += cost
+    if "What happened" in sections_from and draft.source_tokens >= SHORT_SOURCE_TOKENS:
+        # Computed only here: few sessions need it, and it reads every turn again.
+        for item in sorted(
+            _filler(draft.session, draft.items), key=lambda it: (-it.score, it.turn)
+        ):
+            if total >= _FLOOR:
+                break
+            chosen["What happened"].append(item)
+            total += count_tokens(item.line) + 1
     return _render_body(draft, chosen)
 
 
-def _render_body(draft: Draft, chosen: dict[str, list[tuple[int, str]]]) -> str:
+def _render_body(draft: Draft, chosen: dict[str, list[_Item]]) -> str:
     out: list[str] = []
     for heading in HEADINGS:
-        out.append(f"## {heading}\n")
         if heading == "Goal":
-            out.append(draft.goal + "\n")
+            out.append(f"## Goal\n\n{draft.goal}\n")
             continue
-        lines = list(draft.fixed.get(heading, []))
-        lines += [line for _, line in sorted(chosen.get(heading, []))]
-        if heading == "Files":
-            shown = len(chosen.get("Files", []))
-            more = len(draft.items["Files"]) - shown
-            if more > 0:
-                lines.append(f"- … and {more} more (all listed in `files_touched` above)")
-            more_cmds = len(draft.commands) - sum(
-                1 for _, ln in chosen.get("What happened", []) if ln.startswith("- Ran `")
-            )
-            if draft.commands and more_cmds > 0:
-                lines.append(f"- {more_cmds} more command(s) are listed in `commands` above")
-        if not lines:
-            lines = [_EMPTY.get(heading, "None recorded.")]
-        out.append("\n".join(lines) + "\n")
+        picked = sorted(chosen[heading], key=lambda it: it.turn)
+        lines = [*draft.fixed[heading], *(it.line for it in picked)]
+        if heading == "What happened":
+            ran = sum(1 for it in picked if it.line.startswith("- Ran `"))
+            if len(draft.commands) > ran:
+                lines.append(
+                    f"- … and {len(draft.commands) - ran} more command(s), all listed in "
+                    "`commands` above"
+                )
+        if heading == "Files" and len(draft.items["Files"]) > len(picked):
+            more = len(draft.items["Files"]) - len(picked)
+            lines.append(f"- … and {more} more, all listed in `files_touched` above")
+        out.append(f"## {heading}\n\n" + "\n".join(lines or [_EMPTY[heading]]) + "\n")
     return "\n".join(out)
 
 
@@ -1458,7 +1513,7 @@ def summary_text(
         "source_path": s.source_path,
         "source_sha256": sha,
         "subagents": [c.id for c in draft.children],
-        "created": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "compressed_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
     }
     if supersedes:
         front["supersedes"] = supersedes
@@ -1495,7 +1550,11 @@ def compress_session(
         }
     else:
         body, model = model_body(draft, runner, window=window)
-        compressor = {"backend": runner.backend.name, "model": model, "prompt_version": PROMPT_VERSION}
+        compressor = {
+            "backend": runner.backend.name,
+            "model": model,
+            "prompt_version": PROMPT_VERSION,
+        }
     text = summary_text(draft, body, sha=sha, compressor=compressor, supersedes=supersedes)
     problems = validate_summary(text)
     if problems:
@@ -1526,6 +1585,3 @@ __all__ = [
     "validate_summary",
     "write_atomic",
 ]
-
-# Silence "imported but unused" for names re-exported for callers of this module.
-_ = (SHORT_SOURCE_TOKENS, contextlib)

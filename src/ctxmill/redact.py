@@ -7,7 +7,7 @@ a quote, so a redacted JSON line is still valid JSON; redacting twice changes no
 It runs over every transcript line at ingest, so almost all of its time goes into proving that a
 line holds no secret.  That proof is one pass, not one pass per pattern: the line is UTF-8 encoded
 and sent through one ``bytes.translate`` that folds ASCII case and maps a few rare "anchor" letters
-(k w x j z c g, and upper-case A) to the single byte ``\\x01``.  Every trigger (``sk-``, ``ghp_``,
+(k w x y c g, and upper-case A) to the single byte ``\\x01``.  Every trigger (``sk-``, ``ghp_``,
 ``token``, ``-----BEGIN`` …) contains an anchor, so one regex that starts with that byte finds
 every trigger in one scan, and the regex engine only stops at anchors.  The precise pattern of a
 kind then runs where its trigger starts, and nowhere else.  ``benchmarks/redact_speed.py``
@@ -89,12 +89,18 @@ def find_secrets(text: str) -> list[Finding]:
         to_char = _CharOffsets(raw, ascii_only=len(raw) == len(text))
         for m in (first, *_GATE.finditer(folded, first.end())):
             trigger = _TRIGGERS[int(str(m.lastgroup)[1:])]
+            start = m.end() - len(trigger.text)
+            # anchor letters are one byte in the folded form, so `sg-` hits `sk-`: check the
+            # real bytes before anything else
+            seen = raw[start : m.end()]
+            if seen != trigger.raw and seen.lower() != trigger.raw:
+                continue
             if trigger.detector == _KEYWORD:
                 finding = _assignment_at(text, to_char(m.end()))
                 priority = _KEYWORD_PRIORITY
             else:
                 priority, match_at = _DETECTORS[trigger.detector]
-                finding = match_at(text, to_char(m.end() - len(trigger.text)))
+                finding = match_at(text, to_char(start))
             if finding is not None:
                 found.append((finding, priority))
     if url:
@@ -124,7 +130,7 @@ def _fold_table() -> bytes:
     table[_ANCHOR] = 0  # a \x01 in the input must not pass for an anchor
     for c in range(ord("A"), ord("Z") + 1):
         table[c] = c + 32
-    for ch in "kwxjzcg":
+    for ch in "kwxycg":
         table[ord(ch)] = table[ord(ch.upper())] = _ANCHOR
     # upper-case A alone is an anchor (AKIA, ASIA, AIza); lower-case a stays itself
     table[ord("A")] = _ANCHOR
@@ -140,6 +146,11 @@ class _Trigger:
     detector: str
     case_sensitive: bool = True
 
+    @property
+    def raw(self) -> bytes:
+        """What the bytes must be: as written, or lower-cased for a case-insensitive trigger."""
+        return (self.text if self.case_sensitive else self.text.lower()).encode()
+
 
 _TRIGGERS: tuple[_Trigger, ...] = (
     _Trigger("AKIA", AWS_ACCESS_KEY),
@@ -150,7 +161,7 @@ _TRIGGERS: tuple[_Trigger, ...] = (
     _Trigger("github_pat_", GITHUB_TOKEN),
     _Trigger("sk-", OPENAI_KEY),  # sk-ant- is told apart by the precise pattern
     *(_Trigger(f"{p}k_{mode}_", STRIPE_KEY) for p in "sr" for mode in ("live", "test")),
-    _Trigger("xox", SLACK_TOKEN),
+    *(_Trigger(f"xox{c}-", SLACK_TOKEN) for c in "abpors"),
     _Trigger("hooks.slack.com/", SLACK_WEBHOOK),
     _Trigger("-----BEGIN", PRIVATE_KEY),
     *(
@@ -164,47 +175,55 @@ _TRIGGERS: tuple[_Trigger, ...] = (
 )  # fmt: skip
 
 
-def _atoms(trigger: _Trigger) -> list[str]:
-    """The trigger as regex atoms over the folded bytes (latin-1 text, encoded when compiled)."""
+def _atoms(trigger: _Trigger) -> list[frozenset[int]]:
+    """The trigger as the set of folded bytes each of its characters may be."""
     atoms = []
     for ch in trigger.text:
         forms = {_FOLD[ord(ch)]}
         if not trigger.case_sensitive:
             forms |= {_FOLD[ord(ch.lower())], _FOLD[ord(ch.upper())]}
-        atoms.append(re.escape(chr(min(forms))) if len(forms) == 1 else _char_class(forms))
+        atoms.append(frozenset(forms))
     return atoms
 
 
-def _char_class(forms: set[int]) -> str:
-    return "[" + "".join(re.escape(chr(b)) for b in sorted(forms)) + "]"
+def _regex(atom: frozenset[int]) -> str:
+    """One atom as regex text (latin-1, encoded when compiled)."""
+    if len(atom) == 1:
+        return re.escape(chr(min(atom)))
+    return "[" + "".join(re.escape(chr(b)) for b in sorted(atom)) + "]"
 
 
 @dataclass
 class _Node:
-    children: dict[str, _Node] = field(default_factory=dict)
+    children: dict[frozenset[int], _Node] = field(default_factory=dict)
     leaves: list[str] = field(default_factory=list)
 
     def render(self) -> str:
-        parts = [f"{atom}(?:{child.render()})" for atom, child in self.children.items()]
+        parts = [f"{_regex(atom)}(?:{child.render()})" for atom, child in self.children.items()]
         return "|".join(parts + self.leaves)
 
 
 def _gate_pattern() -> re.Pattern[bytes]:
     # A trie of what follows each trigger's first anchor, so every branch starts with a literal
     # that the regex engine rejects without entering it; a leaf checks the whole trigger with a
-    # fixed-width look-behind and names it with an empty group.
-    anchor = re.escape(chr(_ANCHOR))
+    # fixed-width look-behind and names it with an empty group.  Most anchors are followed by a
+    # byte that no branch starts with, so one look-ahead class turns them away before the branch.
+    anchor = frozenset([_ANCHOR])
     root = _Node()
     for i, trigger in enumerate(_TRIGGERS):
         atoms = _atoms(trigger)
-        if anchor not in atoms:
-            raise AssertionError(f"trigger {trigger.text!r} contains no anchor letter")
+        if anchor not in atoms[:-1]:
+            raise AssertionError(f"trigger {trigger.text!r} needs an anchor letter before its end")
         node = root
         for atom in atoms[atoms.index(anchor) + 1 :]:
             node = node.children.setdefault(atom, _Node())
+        behind = "".join(_regex(atom) for atom in atoms)
         ahead = _KEYWORD_FOLLOWER if trigger.detector == _KEYWORD else ""
-        node.leaves.append(f"(?<={''.join(atoms)}){ahead}(?P<t{i}>)")
-    return re.compile(f"{anchor}(?:{root.render()})".encode("latin-1"))
+        node.leaves.append(f"(?<={behind}){ahead}(?P<t{i}>)")
+    followers = frozenset().union(*root.children)
+    return re.compile(
+        f"{_regex(anchor)}(?={_regex(followers)})(?:{root.render()})".encode("latin-1")
+    )
 
 
 _GATE = _gate_pattern()
@@ -255,7 +274,7 @@ def _random_looking(value: str) -> bool:
 _AWS_ACCESS_RE = re.compile(r"A(?:KIA|SIA)[A-Z0-9]{16}")
 _GOOGLE_RE = re.compile(r"AIza[0-9A-Za-z_-]{35}")
 _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}")
-_GITHUB_RE = re.compile(r"gh(?:[pousr]_[A-Za-z0-9]{30,255}|ithub_pat_[A-Za-z0-9_]{20,255})")
+_GITHUB_RE = re.compile(r"g(?:h[pousr]_[A-Za-z0-9]{30,255}|ithub_pat_[A-Za-z0-9_]{20,255})")
 _SK_RE = re.compile(r"sk-[A-Za-z0-9_-]{20,}")
 _STRIPE_RE = re.compile(r"[sr]k_(?:live|test)_[0-9A-Za-z]{16,}")
 _SLACK_RE = re.compile(r"xox[abpors]-[A-Za-z0-9-]{8,}[A-Za-z0-9]")
@@ -268,7 +287,8 @@ _PEM_TO_END_RE = re.compile(
     _PEM_BODY + r"{0,20000}?-----END[A-Z0-9 ]{0,40} PRIVATE KEY(?: BLOCK)?-----"
 )
 _PEM_TRUNCATED_RE = re.compile(_PEM_BODY + "{0,20000}")
-_URL_RE = re.compile(r"://([^\s:/@\"'\\<>]*):([^\s/@\"'\\<>]+)@(?=[A-Za-z0-9\[])")
+# the user part takes no '[' so an earlier replacement (`https://[REDACTED:…]@host`) is not a user
+_URL_RE = re.compile(r"://([^\s:/@\"'\\<>\[\]]*):([^\s/@\"'\\<>]+)@(?=[A-Za-z0-9\[])")
 
 
 def _anchored(
@@ -319,7 +339,7 @@ def _url_passwords(text: str) -> list[Finding]:
 # optional opening quote, then the value.  The value stops at quotes, backslashes, whitespace and
 # code punctuation, so it never takes part of an escape or a string delimiter.
 _ASSIGN_RE = re.compile(
-    r"""(?:\\?["'])?[ \t]*(?::=|=>|[:=])[ \t]*(\\?["'])?([^\s"'\\`,;<>()\[\]{}]{12,})"""
+    r"""(?:\\?["'])?[ \t]*(?::=|=>|[:=])[ \t]*(\\?["'`])?([^\s"'\\`,;<>()\[\]{}]{12,})"""
 )
 _CODE_REF_RE = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*(?:\.[A-Za-z_$][A-Za-z0-9_$]*)+")
 _IDENTIFIER_RE = re.compile(r"[A-Za-z_]+")

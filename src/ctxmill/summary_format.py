@@ -64,11 +64,17 @@ _HEADING_RE = re.compile(r"^## +(.+?)\s*$", re.MULTILINE)
 _FENCE_RE = re.compile(r"^(```|~~~)", re.MULTILINE)
 
 
-class _Dumper(yaml.SafeDumper):
+# libyaml's C parser when PyYAML was built with it: front matter is parsed once per summary on
+# every validation and every pass, and the pure-Python parser is most of that time.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseDumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _Dumper(_BaseDumper):  # type: ignore[misc]
     """Block lists and literal blocks for multi-line strings, so a summary reads well by eye."""
 
 
-def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+def _str_representer(dumper: Any, value: str) -> Any:
     style = "|" if "\n" in value and not value.endswith((" ", "\t")) else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
@@ -79,7 +85,12 @@ _Dumper.add_representer(str, _str_representer)
 def render_summary(front: dict[str, Any], body: str) -> str:
     """The file text for ``front`` and ``body`` (body starting at ``## Goal``)."""
     head = yaml.dump(
-        front, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100, default_flow_style=False
+        front,
+        Dumper=_Dumper,
+        sort_keys=False,
+        allow_unicode=True,
+        width=100,
+        default_flow_style=False,
     )
     return f"---\n{head}---\n\n{body.strip()}\n"
 
@@ -92,7 +103,7 @@ def split_summary(text: str) -> tuple[dict[str, Any] | None, str, list[str]]:
     if end < 0:
         return None, text, ["the YAML front matter is not closed by a '---' line"]
     try:
-        front = yaml.safe_load(text[4:end])
+        front = yaml.load(text[4:end], Loader=_Loader)
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "parse error"
         return None, text[end + 5 :], [f"the YAML front matter does not parse: {first}"]
@@ -149,9 +160,7 @@ def body_problems(body: str, *, source_tokens: int | None = None) -> list[str]:
         if extra:
             problems.append("unexpected headings: " + ", ".join(f"'## {h}'" for h in extra))
         if not missing and not extra:
-            problems.append(
-                "headings out of order or repeated: expected " + ", ".join(HEADINGS)
-            )
+            problems.append("headings out of order or repeated: expected " + ", ".join(HEADINGS))
     else:
         first = _HEADING_RE.search(_outside_fences(body))
         if first is not None and body[: first.start()].strip():

@@ -70,6 +70,18 @@ class LLMError(Exception):
         if retryable is not None:
             self.retryable = retryable
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep retry_after, completion and retryable across processes (a worker pool pickles the
+        # errors it raises); the default reduce would call __init__ with the message alone.
+        return (_restore_error, (type(self), str(self), dict(self.__dict__)))
+
+
+def _restore_error(cls: type[LLMError], message: str, state: dict[str, Any]) -> LLMError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.__dict__.update(state)
+    return err
+
 
 class RateLimited(LLMError):
     retryable = True

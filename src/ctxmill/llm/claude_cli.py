@@ -104,10 +104,11 @@ class ClaudeCLIBackend(Backend):
         result = _parse_result(stdout)
         if result is None:
             if returncode != 0:
-                raise LLMError(f"claude-cli: exited with status {returncode}: {_last_line(stderr)}")
+                reason = _last_line(stderr, "no output on stderr")
+                raise LLMError(f"claude-cli: exited with status {returncode}: {reason}")
             raise BadResponse(
                 "claude-cli: no JSON result on stdout "
-                f"({_last_line(stdout) or 'empty output'}); is the executable Claude Code?"
+                f"({_last_line(stdout, 'empty output')}); is the executable Claude Code?"
             )
         if result.get("is_error") or str(result.get("subtype", "")).startswith("error"):
             raise _result_error(result, returncode)
@@ -125,6 +126,7 @@ class ClaudeCLIBackend(Backend):
                 encoding="utf-8",
                 errors="replace",
                 cwd=self.cwd,
+                env=_child_env(),
                 start_new_session=True,
             )
         except OSError as exc:
@@ -165,13 +167,20 @@ class ClaudeCLIBackend(Backend):
         )
 
 
+def _child_env() -> dict[str, str]:
+    # Claude Code refuses to start when it sees CLAUDECODE, which it sets for everything it runs
+    # (hooks included).  ctxmill's calls are one-shot, non-persistent and tool-less, so the nested
+    # run is safe, and without this a SessionEnd hook could never compress with claude-cli.
+    return {k: v for k, v in os.environ.items() if k != "CLAUDECODE"}
+
+
 def _int(value: object) -> int:
     return int(value) if isinstance(value, int | float) else 0
 
 
-def _last_line(text: str) -> str:
+def _last_line(text: str, default: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "no output on stderr"
+    return lines[-1] if lines else default
 
 
 def _parse_result(stdout: str) -> dict[str, Any] | None:

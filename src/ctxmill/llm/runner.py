@@ -120,9 +120,10 @@ class LLMRunner:
         reserved = self._reserve(prompt_estimate, max_tokens, purpose)
         try:
             completion = self._attempts(msgs, system, max_tokens, temperature, purpose)
-        finally:
+        except BaseException:
             self._release(reserved)
-        self._charge(completion)
+            raise
+        self._settle(reserved, completion)
         return completion
 
     def _attempts(
@@ -214,8 +215,12 @@ class LLMRunner:
             self._reserved_tokens -= reserved[0]
             self._reserved_cost -= reserved[1]
 
-    def _charge(self, completion: Completion) -> None:
+    def _settle(self, reserved: tuple[int, float], completion: Completion) -> None:
+        """Swap the call's reservation for what it really used, in one step, so that no other
+        thread sees the budget with neither counted."""
         with self._lock:
+            self._reserved_tokens -= reserved[0]
+            self._reserved_cost -= reserved[1]
             self.usage.input_tokens += completion.input_tokens
             self.usage.output_tokens += completion.output_tokens
             self.usage.cost_usd += completion.cost_usd or 0.0

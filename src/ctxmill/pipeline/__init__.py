@@ -241,7 +241,12 @@ def _build(
         picked = {id(e) for e in chosen}
         leftovers = [e for e in assembly.entries if id(e) not in picked]
         chosen = aggregate.select(
-            rewritten + leftovers, budget - fixed, cost, citation_cost, measure, budget - SAFETY_TOKENS
+            rewritten + leftovers,
+            budget - fixed,
+            cost,
+            citation_cost,
+            measure,
+            budget - SAFETY_TOKENS,
         )
         timings["verify"] = time.perf_counter() - t0
 

@@ -141,7 +141,8 @@ def reread(
                 found_by=["reread"],
             )
             heading = f"{hit.role} turn {hit.tag.start}"
-            scored.append((score, Finding(excerpt, kind, heading, title=title)))
+            block = _matching_block(hit.text, brief)
+            scored.append((score, Finding(excerpt, kind, heading, title=title, block=block)))
         scored.sort(key=lambda s: -s[0])
         found += [f for _, f in scored[:TURNS_PER_SESSION]]
     return found
@@ -151,11 +152,23 @@ _STRONG_FAILURE = re.compile(
     r"\b(revert|abandon|fail|gave up|rolled back|roll back|did(?:n't| not) work|leak|broke|scrap)",
     re.I,
 )
-_CODE_BLOCK = re.compile(r"(`{3,}|~{3,}).*?(?:\1|\Z)", re.S)
+_CODE_BLOCK = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n(.*?)^[ \t]*\1[ \t]*$", re.S | re.M)
+BLOCK_LINES = 15
 
 
 def _prose(text: str) -> str:
     return _CODE_BLOCK.sub(" [code] ", text)
+
+
+def _matching_block(text: str, brief: Brief) -> str | None:
+    """The first fenced block of a turn that touches the brief, cut to BLOCK_LINES lines."""
+    for m in _CODE_BLOCK.finditer(text):
+        code = m[2].strip("\n")
+        if code and brief.overlap(code) > 0:
+            lines = code.splitlines()
+            cut = lines[:BLOCK_LINES] + (["…"] if len(lines) > BLOCK_LINES else [])
+            return "\n".join(cut)
+    return None
 
 
 def _key_sentences(text: str, brief: Brief, limit: int) -> str:
@@ -191,11 +204,14 @@ def assemble(
     findings = [*fan.topics.findings, *fan.compressed.findings, *raw]
     findings = merge_duplicates(findings)
     entries: list[Entry] = []
-    conflicts, losers = find_conflicts(findings)
+    conflicts, losers, standing = find_conflicts(findings, fan.topics.reference)
     for f in findings:
         if id(f) in losers:
             continue
         entries.append(_entry(f))
+    shown = {f.excerpt.tag for f in findings}
+    # A note that wins a conflict stands in Recent state even when the brief did not match it.
+    entries += [_entry(t) for t in standing if t.excerpt.tag not in shown]
     entries += conflicts
     entries += [_code_entry(f) for f in fan.code.findings]
     if code_paths is not None:
@@ -285,9 +301,18 @@ def facts(text: str) -> list[_Fact]:
     return out
 
 
-def find_conflicts(findings: list[Finding]) -> tuple[list[Entry], set[int]]:
-    """Entries for Unresolved threads, and the ids of findings that lose their place as facts."""
+def find_conflicts(
+    findings: list[Finding], all_topics: list[Finding] | None = None
+) -> tuple[list[Entry], set[int], list[Finding]]:
+    """Entries for Unresolved threads, the ids of findings that lose their place as facts, and
+    the topic items that won (they must stand in Recent state).
+
+    Summaries and transcripts are checked against every topic item, not only the ones the brief
+    matched: a stale summary contradicts whatever note it contradicts."""
     topics = [f for f in findings if f.excerpt.layer is Layer.TOPIC]
+    known = {f.excerpt.tag for f in topics}
+    topics += [t for t in all_topics or [] if t.excerpt.tag not in known]
+    standing: dict[Tag, Finding] = {}
     others = [f for f in findings if f.excerpt.layer in (Layer.COMPRESSED, Layer.RAW)]
     raw_by_session: dict[str, list[Finding]] = {}
     for f in others:
@@ -303,6 +328,7 @@ def find_conflicts(findings: list[Finding]) -> tuple[list[Entry], set[int]]:
         clash = _clash(mine, topic_facts, f.excerpt.text)
         if clash is not None:
             topic, t_fact, o_fact = clash
+            standing.setdefault(topic.excerpt.tag, topic)
             rereads = raw_by_session.get(f.excerpt.session_id or "", [])
             verdict = (
                 _raw_verdict(rereads, o_fact, t_fact)
@@ -314,12 +340,17 @@ def find_conflicts(findings: list[Finding]) -> tuple[list[Entry], set[int]]:
                 # The transcript agrees with the notes: the summary was wrong, nothing is open.
                 continue
             if verdict is not None:
-                raw_f, _ = verdict
+                raw_f, r_fact = verdict
+                agrees = (
+                    " (as the summary does)"
+                    if _same(r_fact.value, o_fact.value)
+                    else (f' (the summary said "{clip(o_fact.text, 160)}")')
+                )
                 text = (
-                    f'The notes say "{clip(t_fact.text, 240)}", but the session transcript '
-                    f'says "{clip(raw_f.excerpt.text, 240)}" (the summary agrees with the '
-                    "transcript). The notes stand until someone checks; the transcript decides "
-                    "over the summary."
+                    f'The notes say "{clip(t_fact.text, 240)}", but the session transcript'
+                    f'{_when(raw_f)} says "{clip(r_fact.text, 240)}"{agrees}. The notes stand '
+                    "as current truth; the transcript decides over the summary; check which is "
+                    "out of date."
                 )
                 tags = [*topic.tags, raw_f.excerpt.tag, f.excerpt.tag]
             else:
@@ -372,7 +403,7 @@ def find_conflicts(findings: list[Finding]) -> tuple[list[Entry], set[int]]:
                     )
                 )
                 break
-    return entries, losers
+    return entries, losers, list(standing.values())
 
 
 def _clash(
@@ -430,10 +461,9 @@ def _entry(f: Finding) -> Entry:
             section, group = "unresolved", UNRESOLVED_GROUPS[1]
         else:
             section = "recent_state"
-            top = f.heading.split(" > ")
-            group = (
-                f"{e.tag.ref} › {top[1] if len(top) > 1 else top[0]}" if f.heading else e.tag.ref
-            )
+            levels = f.heading.split(" > ") if f.heading else []
+            # The file's title (first level) is the file itself; the rest says where in it.
+            group = " › ".join([e.tag.ref, *(levels[1:] if len(levels) > 1 else levels)])
         return Entry(
             section=section,
             group=group,
@@ -473,6 +503,7 @@ def _entry(f: Finding) -> Entry:
         sources=[e.text],
         date=date,
         order=(date or "", e.tag.start or 0),
+        block=f.block,
     )
 
 

@@ -59,7 +59,23 @@ _CHANGE_VERBS = re.compile(
 )
 
 
-_SUFFIXES = ("ations", "ation", "ings", "ing", "ions", "ion", "ers", "er", "ed", "es", "s", "ate", "at", "ly", "e")
+_SUFFIXES = (
+    "ations",
+    "ation",
+    "ings",
+    "ing",
+    "ions",
+    "ion",
+    "ers",
+    "er",
+    "ed",
+    "es",
+    "s",
+    "ate",
+    "at",
+    "ly",
+    "e",
+)
 
 
 def stem(word: str) -> str:
@@ -70,7 +86,12 @@ def stem(word: str) -> str:
         for suffix in _SUFFIXES:
             if w.endswith(suffix) and len(w) - len(suffix) >= 3:
                 w = w[: -len(suffix)]
-                if suffix in ("ing", "ings", "ed") and len(w) >= 4 and w[-1] == w[-2] and w[-1] not in "lsz":
+                if (
+                    suffix in ("ing", "ings", "ed")
+                    and len(w) >= 4
+                    and w[-1] == w[-2]
+                    and w[-1] not in "lsz"
+                ):
                     w = w[:-1]
                 break
         else:
@@ -132,9 +153,7 @@ def analyze(text: str) -> Brief:
     idents += [b.strip() for b in _BACKTICK_RE.findall(text)]
     identifiers = _unique(i for i in idents if len(i) > 2)
     # "session.py" inside "ledgerline/auth/session.py" is the same name, not a second one.
-    identifiers = [
-        i for i in identifiers if not any(i != p and p.endswith("/" + i) for p in paths)
-    ]
+    identifiers = [i for i in identifiers if not any(i != p and p.endswith("/" + i) for p in paths)]
     terms = _unique(
         w for w in content_words(text) if w not in _WORK_WORDS and (len(w) > 2 or w.isdigit())
     )

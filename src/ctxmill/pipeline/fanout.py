@@ -55,6 +55,7 @@ class Finding:
     heading: str = ""
     title: str | None = None  # the session's title, or the topic file
     also: list[Tag] = field(default_factory=list)  # tags of merged near-duplicates
+    block: str | None = None  # verbatim code from a transcript, shown fenced
 
     @property
     def tags(self) -> list[Tag]:
@@ -69,6 +70,8 @@ class WorkerResult:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     paths: set[str] = field(default_factory=set)  # code worker: every file under the code root
+    reference: list[Finding] = field(default_factory=list)  # topics worker: every topic item,
+    # relevant or not, for the aggregator's conflict check (a summary may contradict any note)
 
 
 @dataclass
@@ -147,9 +150,30 @@ def topics_worker(stores: StoreFactory, cfg: Config, pool: Pool, brief: Brief) -
                 scored.append((score, Finding(excerpt, kind, item.heading, title=ref)))
         scored.sort(key=lambda s: -s[0])
         result.findings = [f for _, f in scored[:MAX_TOPIC_ITEMS]]
+        result.reference = _all_topic_items(cfg, store)
     finally:
         store.close()
     return result
+
+
+def _all_topic_items(cfg: Config, store: Store) -> list[Finding]:
+    by_file: dict[str, list[Hit]] = {}
+    for hit in store.iter_chunks(Layer.TOPIC):
+        by_file.setdefault(hit.tag.ref, []).append(hit)
+    out: list[Finding] = []
+    for ref, hits in by_file.items():
+        items, stamp = _topic_items(cfg, store, ref, hits)
+        for item in items:
+            excerpt = Excerpt(
+                id="",
+                tag=Tag.topic(ref, item.start, item.end),
+                layer=Layer.TOPIC,
+                text=clip(item.text, ITEM_CHARS * 2),
+                timestamp=stamp,
+                found_by=["topics"],
+            )
+            out.append(Finding(excerpt, topic_kind(item.heading), item.heading, title=ref))
+    return out
 
 
 def topic_kind(heading: str) -> str:
@@ -275,131 +299,155 @@ def _summary_kind(item: Item) -> str:
 _DEF_RE = re.compile(
     r"^(?:async\s+)?(?:def|class)\s+([A-Za-z_]\w*)|^([A-Z][A-Z0-9_]{2,})\s*[:=]", re.M
 )
+# Priority of a traced identifier: named in the brief > named in the notes and defined in a file
+# the change touches > any other public name that file defines.
+_BRIEF, _NOTES, _DEFINED = 3, 2, 1
 
 
 def code_worker(cfg: Config, pool: Pool, brief: Brief) -> WorkerResult:
     result = WorkerResult("code")
     root = cfg.code_root
     if root is None:
-        result.notes.append("no code root configured; 'Files likely to touch' is empty")
+        result.notes.append("no code root configured; 'Files likely to touch' lists no code")
         return result
     if not root.is_dir():
-        result.notes.append(f"code root {root} does not exist; 'Files likely to touch' is empty")
+        result.notes.append(
+            f"code root {root} does not exist; 'Files likely to touch' lists no code"
+        )
         return result
     from ctxmill.sources.code import find_references, list_code_files
 
     files = [_rel(p, root) for p in list_code_files(root)]
     result.paths = set(files)
-    want = brief.stems
-    named: dict[str, str] = {}  # relpath -> why
+    named = _named_files(files, brief, pool)
+    defs = {rel: _defined_in(root / rel) for rel in named}
+    traced = _traced_identifiers(brief, named, defs, pool)
+    refs = find_references(root, list(traced), 500) if traced else []
+    uses: dict[str, dict[str, list[int]]] = {}  # file -> identifier -> lines
+    for rel, line, text in refs:
+        rel = _rel(Path(rel), root)
+        for ident in traced:
+            if re.search(rf"(?<![\w]){re.escape(ident)}(?![\w])", text):
+                uses.setdefault(rel, {}).setdefault(ident, []).append(line)
+    scored: list[tuple[float, Finding]] = []
+    for rel in [*named, *(u for u in uses if u not in named)]:
+        why = named.get(rel)
+        used = uses.get(rel, {})
+        mine = [(name, line) for name, line in defs.get(rel, []) if name in traced]
+        mine.sort(key=lambda d: -traced[d[0]])
+        used = {i: lines for i, lines in used.items() if i not in dict(mine)}
+        weight = sum(traced[i] for i in used)
+        if why is None and weight < _NOTES and not brief.changing:
+            continue  # uses only names the change does not obviously move: not a consumer
+        parts = [why] if why else []
+        if mine:
+            parts.append("defines " + ", ".join(f"`{name}`" for name, _ in mine[:8]))
+        lines = sorted({n for i in used for n in used[i]})
+        if used:
+            names = sorted(used, key=lambda i: (-traced[i], i))
+            shown = ", ".join(str(n) for n in lines[:6]) + (" …" if len(lines) > 6 else "")
+            parts.append("uses " + ", ".join(f"`{i}`" for i in names[:6]) + f" (lines {shown})")
+        first = [mine[0][1]] if mine else lines[:1] or [1]
+        score = {"named in the brief": 4.0, "path matches the brief": 3.0}.get(why or "", 1.0)
+        score += 0.2 * weight + (1.0 if why == "named in the notes" else 0.0)
+        scored.append((score, _code_finding(rel, first, "; ".join(parts), score)))
+    scored.sort(key=lambda f: (-f[0], f[1].excerpt.tag.ref))
+    result.findings = [f for _, f in scored[: MAX_CODE_FILES * 2]]
+    return result
+
+
+def _named_files(files: list[str], brief: Brief, pool: Pool) -> dict[str, str]:
+    """relpath -> why: files the brief names, whose path matches it, or the relevant notes name."""
+    named: dict[str, str] = {}
     for path in brief.paths:
+        want = path.lstrip("./")
         for rel in files:
-            if rel == path or rel.endswith("/" + path.lstrip("./")):
+            if rel == want or rel.endswith("/" + want):
                 named[rel] = "named in the brief"
+    want_stems = brief.stems
     path_scores: list[tuple[int, str]] = []
     for rel in files:
         parts = {stem(p) for p in re.split(r"[/._\-]", rel.lower()) if len(p) > 2}
-        n = len(parts & want)
+        n = len(parts & want_stems)
         if n:
             path_scores.append((n, rel))
     path_scores.sort(key=lambda t: (-t[0], len(t[1])))
     best = path_scores[0][0] if path_scores else 0
     for n, rel in path_scores[:MAX_CODE_FILES]:
-        # Only the strongest path matches: "session" alone must not pull in every file named so.
+        # Only the strongest path matches: one common word must not pull in every file named so.
         if n == best or n >= 2:
             named.setdefault(rel, "path matches the brief")
-    # Paths the relevant topics name, which exist now, are the curated answer to "where is it".
-    topic_text = " ".join(h.text for h in pool.topic_hits)
-    for mention in identifiers_in(topic_text):
-        m = mention.strip("/")
-        for rel in files:
-            if (
-                "/" in m
-                and (rel == m or rel.endswith("/" + m))
-                and brief.overlap(_topic_context(topic_text, m)) > 0
-            ):
-                named.setdefault(rel, "named in the topic notes")
-
-    traced = _traced_identifiers(root, brief, named, pool)
-    refs = find_references(root, traced, 400) if traced else []
-    by_file: dict[str, list[tuple[int, str, str]]] = {}
-    lowered = [(t, t.lower()) for t in traced]
-    for rel, line, text in refs:
-        rel = _rel(Path(rel), root)
-        ident = next((t for t, low in lowered if low in text.lower()), "")
-        by_file.setdefault(rel, []).append((line, ident, text))
-    findings: list[tuple[float, Finding]] = []
-    for rel, why in named.items():
-        lines = by_file.pop(rel, [])
-        defs = _defined_in(root / rel)
-        idents = sorted({i for _, i, _ in lines if i})
-        what = why
-        if defs:
-            what += "; defines " + ", ".join(f"`{d}`" for d in defs[:8])
-        if idents:
-            what += "; refers to " + ", ".join(f"`{i}`" for i in idents[:8])
-        line = lines[0][0] if lines else 1
-        score = 3.0 if why == "named in the brief" else 2.0 if "path" in why else 1.5
-        findings.append((score + len(idents) * 0.1, _code_finding(rel, line, what, score, lines)))
-    for rel, lines in by_file.items():
-        idents = sorted({i for _, i, _ in lines if i})
-        what = "uses " + ", ".join(f"`{i}`" for i in idents[:8])
-        score = 1.0 + 0.1 * len(idents)
-        findings.append((score, _code_finding(rel, lines[0][0], what, score, lines)))
-    findings.sort(key=lambda f: -f[0])
-    result.findings = [f for _, f in findings[: MAX_CODE_FILES * 2]]
-    return result
+    # Paths the relevant notes name near the brief's subject, and that exist now.
+    for hit in pool.topic_hits:
+        if brief.overlap(hit.text) <= 0:
+            continue
+        for mention in identifiers_in(hit.text):
+            m = mention.strip("/")
+            if "/" not in m:
+                continue
+            for rel in files:
+                if rel == m or rel.endswith("/" + m):
+                    named.setdefault(rel, "named in the notes")
+    return named
 
 
-def _topic_context(text: str, mention: str) -> str:
-    i = text.find(mention)
-    return text[max(0, i - 300) : i + 300] if i >= 0 else ""
-
-
-def _code_finding(
-    rel: str, line: int, what: str, score: float, lines: list[tuple[int, str, str]]
-) -> Finding:
-    extra = [Tag.code(rel, n) for n, _, _ in lines[1:4] if n != line]
+def _code_finding(rel: str, lines: list[int], what: str, score: float) -> Finding:
     excerpt = Excerpt(
         id="",
-        tag=Tag.code(rel, line),
+        tag=Tag.code(rel, lines[0]),
         layer=Layer.CODE,
         text=f"`{rel}` — {what}",
         score=score,
         found_by=["code"],
     )
-    return Finding(excerpt, "file", title=rel, also=extra)
+    return Finding(excerpt, "file", title=rel)
 
 
-def _traced_identifiers(root: Path, brief: Brief, named: dict[str, str], pool: Pool) -> list[str]:
-    """What to find every reference to: the brief's identifiers first, then what the named files
-    define and the relevant topics name (the public surface that the change is likely to move)."""
-    traced: list[str] = [i for i in (*brief.changing, *brief.identifiers) if "/" not in i]
-    for rel in named:
-        traced += [d for d in _defined_in(root / rel) if not d.startswith("_")]
-    topic_idents = identifiers_in(" ".join(h.text for h in pool.topic_hits))
-    defined: set[str] = set()
-    for rel in named:
-        defined.update(_defined_in(root / rel))
-    traced += [i for i in topic_idents if i in defined]
-    out: list[str] = []
-    for ident in traced:
+def _traced_identifiers(
+    brief: Brief, named: dict[str, str], defs: dict[str, list[tuple[str, int]]], pool: Pool
+) -> dict[str, int]:
+    """What to find every reference to, with its priority (see _BRIEF, _NOTES, _DEFINED)."""
+    traced: dict[str, int] = {}
+
+    def add(ident: str, priority: int) -> None:
         ident = ident.strip("`").rstrip("()")
-        if len(ident) > 3 and ident not in out and not ident.startswith("--"):
-            out.append(ident)
-    return out[:MAX_TRACED]
+        if len(ident) > 3 and "/" not in ident and not ident.startswith("-"):
+            traced[ident] = max(priority, traced.get(ident, 0))
+
+    for ident in (*brief.changing, *brief.identifiers):
+        add(ident, _BRIEF)
+    defined = {name for found in defs.values() for name, _ in found}
+    for hit in pool.topic_hits:
+        if brief.overlap(hit.text) > 0:
+            for ident in identifiers_in(hit.text):
+                if ident.strip("`").rstrip("()") in defined:
+                    add(ident, _NOTES)
+    for rel, why in named.items():
+        if why != "named in the notes":
+            for name, _ in defs[rel]:
+                if not name.startswith("_"):
+                    add(name, _DEFINED)
+    ranked = sorted(traced.items(), key=lambda kv: -kv[1])[:MAX_TRACED]
+    return dict(ranked)
 
 
-def _defined_in(path: Path) -> list[str]:
+def _defined_in(path: Path) -> list[tuple[str, int]]:
+    """Top-level names a file defines (functions, classes, CONSTANTS) with their line numbers."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return []
-    names = [a or b for a, b in _DEF_RE.findall(text)]
-    return list(dict.fromkeys(n for n in names if n))
+    found: dict[str, int] = {}
+    for m in _DEF_RE.finditer(text):
+        name = m[1] or m[2]
+        if name and name not in found:
+            found[name] = text.count("\n", 0, m.start()) + 1
+    return list(found.items())
 
 
 def _rel(path: Path, root: Path) -> str:
+    if not path.is_absolute():
+        return path.as_posix()
     try:
         return path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:

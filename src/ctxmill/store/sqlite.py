@@ -33,9 +33,20 @@ def migration(fn: Migration) -> Migration:
     return fn
 
 
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    """Run statements one by one: ``executescript`` would commit the migration's transaction."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            db.execute(statement)
+            statement = ""
+
+
 @migration
 def m001_initial(db: sqlite3.Connection) -> None:
-    db.executescript(
+    _run_script(
+        db,
         """
         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
         CREATE TABLE sources (
@@ -69,7 +80,7 @@ def m001_initial(db: sqlite3.Connection) -> None:
             VALUES ('delete', old.id, old.text, old.title);
         END;
         CREATE TABLE vectors (hash TEXT PRIMARY KEY, vec BLOB NOT NULL);
-        """
+        """,
     )
 
 
@@ -170,13 +181,20 @@ class SQLiteStore:
 
     def __init__(self, path: Path, *, timeout: float = 30.0, readonly: bool = False) -> None:
         self.path = path
+        self._matrix: tuple[np.ndarray, np.ndarray] | None = None
+        self._depth = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             if readonly:
                 uri = f"file:{path}?mode=ro"
-                self.db = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
+                self.db = sqlite3.connect(
+                    uri, uri=True, timeout=timeout, check_same_thread=False, isolation_level=None
+                )
             else:
-                self.db = sqlite3.connect(path, timeout=timeout, check_same_thread=False)
+                # Autocommit mode: transactions are explicit (``transaction()``), never implicit.
+                self.db = sqlite3.connect(
+                    path, timeout=timeout, check_same_thread=False, isolation_level=None
+                )
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
@@ -184,8 +202,6 @@ class SQLiteStore:
                 self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StoreError(_explain(exc, path)) from exc
-        self._matrix: tuple[np.ndarray, np.ndarray] | None = None
-        self._depth = 0
 
     # -- plumbing ---------------------------------------------------------------------------
     def _migrate(self) -> None:

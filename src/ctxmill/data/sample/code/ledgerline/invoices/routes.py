@@ -34,5 +34,5 @@ def request_pdf(invoice_id: int, user: CurrentUser = Depends(get_current_user),
     inv = db.get(Invoice, invoice_id)
     if inv is None or inv.org_id != user.org_id:
         raise HTTPException(404, "no such invoice")
-    job_id = enqueue_invoice_pdf(inv.id)
-    return {"job_id": job_id}
+    enqueue_invoice_pdf(inv.id)
+    return {"queued": True}
