@@ -87,7 +87,11 @@ class TextMaker:
         for _ in range(rng.randint(6, 18)):
             r = rng.random()
             words.append(
-                rng.choice(_TECH) if r < 0.35 else rng.choice(_VERBS) if r < 0.5 else rng.choice(self.vocab)
+                rng.choice(_TECH)
+                if r < 0.35
+                else rng.choice(_VERBS)
+                if r < 0.5
+                else rng.choice(self.vocab)
             )
         words[0] = words[0].capitalize()
         return " ".join(words) + rng.choice([".", ".", ".", "?", ":"])
@@ -140,10 +144,24 @@ def _lognormal(rng: random.Random, median: float, p90: float, cap: int) -> int:
     return max(1, min(cap, int(rng.lognormvariate(math.log(median), sigma))))
 
 
-TOOLS = [("Bash", 40), ("Read", 21), ("Edit", 14), ("Write", 6), ("TodoWrite", 4), ("Glob", 4), ("Grep", 4), ("Task", 2), ("WebSearch", 2), ("WebFetch", 2), ("MultiEdit", 1)]
+TOOLS = [
+    ("Bash", 40),
+    ("Read", 21),
+    ("Edit", 14),
+    ("Write", 6),
+    ("TodoWrite", 4),
+    ("Glob", 4),
+    ("Grep", 4),
+    ("Task", 2),
+    ("WebSearch", 2),
+    ("WebFetch", 2),
+    ("MultiEdit", 1),
+]
 
 
-def _session_records(tm: TextMaker, sid: str, cwd: str, start: datetime, target: int) -> Iterator[str]:
+def _session_records(
+    tm: TextMaker, sid: str, cwd: str, start: datetime, target: int
+) -> Iterator[str]:
     """JSONL lines of one synthetic session, about ``target`` bytes."""
     rng = tm.rng
     size = 0
@@ -180,8 +198,12 @@ def _session_records(tm: TextMaker, sid: str, cwd: str, start: datetime, target:
         size += len(line) + 1
         return line
 
-    snapshot = {"type": "file-history-snapshot", "messageId": str(uuid.UUID(int=rng.getrandbits(128))),
-                "snapshot": {"trackedFileBackups": {}, "timestamp": start.isoformat()}, "isSnapshotUpdate": False}
+    snapshot = {
+        "type": "file-history-snapshot",
+        "messageId": str(uuid.UUID(int=rng.getrandbits(128))),
+        "snapshot": {"trackedFileBackups": {}, "timestamp": start.isoformat()},
+        "isSnapshotUpdate": False,
+    }
     yield emit(snapshot)
     while size < target:
         rec = base("user")
@@ -190,44 +212,93 @@ def _session_records(tm: TextMaker, sid: str, cwd: str, start: datetime, target:
         for _ in range(rng.randint(3, 14)):
             for _ in range(rng.randint(2, 7)):
                 prog = base("progress")
-                prog["data"] = {"type": rng.choice(["hook_progress", "bash_progress", "agent_progress"]),
-                                "hookEvent": "PostToolUse", "command": tm.path(),
-                                "output": tm.prose(rng.randint(80, 600))}
+                prog["data"] = {
+                    "type": rng.choice(["hook_progress", "bash_progress", "agent_progress"]),
+                    "hookEvent": "PostToolUse",
+                    "command": tm.path(),
+                    "output": tm.prose(rng.randint(80, 600)),
+                }
                 prog["toolUseID"] = f"toolu_{rng.getrandbits(64):016x}"
                 yield emit(prog)
             msg_id = f"msg_{rng.getrandbits(64):016x}"
             if rng.random() < 0.1:
                 think = base("assistant")
-                think["message"] = {"id": msg_id, "type": "message", "role": "assistant", "model": "claude-opus-4-6",
-                                    "content": [{"type": "thinking", "thinking": tm.prose(_lognormal(rng, 184, 1344, 28000)), "signature": "c2ln" * 40}]}
+                think["message"] = {
+                    "id": msg_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": "claude-opus-4-6",
+                    "content": [
+                        {
+                            "type": "thinking",
+                            "thinking": tm.prose(_lognormal(rng, 184, 1344, 28000)),
+                            "signature": "c2ln" * 40,
+                        }
+                    ],
+                }
                 yield emit(think)
             if rng.random() < 0.35:
                 text = base("assistant")
-                text["message"] = {"id": msg_id, "type": "message", "role": "assistant", "model": "claude-opus-4-6",
-                                   "content": [{"type": "text", "text": tm.prose(_lognormal(rng, 78, 203, 15000))}],
-                                   "usage": {"input_tokens": rng.randint(1, 9), "output_tokens": rng.randint(10, 900)}}
+                text["message"] = {
+                    "id": msg_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": "claude-opus-4-6",
+                    "content": [
+                        {"type": "text", "text": tm.prose(_lognormal(rng, 78, 203, 15000))}
+                    ],
+                    "usage": {
+                        "input_tokens": rng.randint(1, 9),
+                        "output_tokens": rng.randint(10, 900),
+                    },
+                }
                 yield emit(text)
             tool = rng.choices(names, weights)[0]
             tool_id = f"toolu_{rng.getrandbits(64):016x}"
             if tool == "Bash":
-                tool_input: dict[str, Any] = {"command": f"{rng.choice(['pytest', 'mix test', 'git diff', 'rg', 'npm run'])} {tm.path()}", "description": tm.prose(40)}
+                tool_input: dict[str, Any] = {
+                    "command": f"{rng.choice(['pytest', 'mix test', 'git diff', 'rg', 'npm run'])} {tm.path()}",
+                    "description": tm.prose(40),
+                }
             elif tool in ("Read", "Write", "Edit", "MultiEdit"):
                 tool_input = {"file_path": "/home/dev/" + tm.path()}
                 if tool != "Read":
-                    tool_input["content" if tool == "Write" else "new_string"] = tm.code(_lognormal(rng, 127, 1358, 20000))
+                    tool_input["content" if tool == "Write" else "new_string"] = tm.code(
+                        _lognormal(rng, 127, 1358, 20000)
+                    )
             else:
                 tool_input = {"pattern": tm.ident(), "query": tm.prose(60)}
             call = base("assistant")
             call["requestId"] = f"req_{rng.getrandbits(48):012x}"
-            call["message"] = {"id": msg_id, "type": "message", "role": "assistant", "model": "claude-opus-4-6",
-                               "content": [{"type": "tool_use", "id": tool_id, "name": tool, "input": tool_input}],
-                               "usage": {"input_tokens": rng.randint(1, 9), "output_tokens": rng.randint(10, 900)}}
+            call["message"] = {
+                "id": msg_id,
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-opus-4-6",
+                "content": [{"type": "tool_use", "id": tool_id, "name": tool, "input": tool_input}],
+                "usage": {"input_tokens": rng.randint(1, 9), "output_tokens": rng.randint(10, 900)},
+            }
             yield emit(call)
             out_len = _lognormal(rng, 209, 3540, 80000)
             output = tm.code(out_len) if tool == "Read" else tm.prose(out_len)
             res = base("user")
-            res["message"] = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_id, "content": output, "is_error": rng.random() < 0.05}]}
-            res["toolUseResult"] = {"stdout": output, "stderr": "", "interrupted": False, "isImage": False}
+            res["message"] = {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": tool_id,
+                        "content": output,
+                        "is_error": rng.random() < 0.05,
+                    }
+                ],
+            }
+            res["toolUseResult"] = {
+                "stdout": output,
+                "stderr": "",
+                "interrupted": False,
+                "isImage": False,
+            }
             res["sourceToolAssistantUUID"] = call["uuid"]
             yield emit(res)
             if size >= target:
@@ -252,7 +323,9 @@ def generate(root: Path, mb: float, seed: int = 7) -> dict[str, Any]:
         begin = start + timedelta(hours=sessions * 3)
         path = folder / f"{sid}.jsonl"
         with path.open("w", encoding="utf-8") as fh:
-            for line in _session_records(tm, sid, "/home/dev/" + project.rsplit("-", 1)[-1], begin, size):
+            for line in _session_records(
+                tm, sid, "/home/dev/" + project.rsplit("-", 1)[-1], begin, size
+            ):
                 fh.write(line + "\n")
         written += path.stat().st_size
         sessions += 1
@@ -274,7 +347,9 @@ def _config(corpus: Path, home: Path, embedder: str) -> Any:
     )
 
 
-def phase(name: str, corpus: Path, home: Path, embedder: str, queries: list[str], briefs: list[str]) -> dict[str, Any]:
+def phase(
+    name: str, corpus: Path, home: Path, embedder: str, queries: list[str], briefs: list[str]
+) -> dict[str, Any]:
     os.environ["CTXMILL_HOME"] = str(home)
     home.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"phase": name}
@@ -292,7 +367,9 @@ def phase(name: str, corpus: Path, home: Path, embedder: str, queries: list[str]
         result["chunks"] = report.chunks_added
         result["vectors"] = report.vectors_added
         result["problems"] = len(report.problems)
-        result["index_mb"] = cfg.index_path.stat().st_size / 1e6 if cfg.index_path.exists() else None
+        result["index_mb"] = (
+            cfg.index_path.stat().st_size / 1e6 if cfg.index_path.exists() else None
+        )
     elif name == "search":
         from ctxmill.search import search
         from ctxmill.store import open_store
@@ -334,12 +411,32 @@ def phase(name: str, corpus: Path, home: Path, embedder: str, queries: list[str]
     return result
 
 
-def run_phase(name: str, corpus: Path, home: Path, embedder: str, queries: list[str], briefs: list[str]) -> dict[str, Any]:
-    spec = json.dumps({"name": name, "corpus": str(corpus), "home": str(home), "embedder": embedder,
-                       "queries": queries, "briefs": briefs})
-    proc = subprocess.run([sys.executable, __file__, "--phase-json", spec], capture_output=True, text=True, check=False)
+def run_phase(
+    name: str, corpus: Path, home: Path, embedder: str, queries: list[str], briefs: list[str]
+) -> dict[str, Any]:
+    spec = json.dumps(
+        {
+            "name": name,
+            "corpus": str(corpus),
+            "home": str(home),
+            "embedder": embedder,
+            "queries": queries,
+            "briefs": briefs,
+        }
+    )
+    proc = subprocess.run(
+        [sys.executable, __file__, "--phase-json", spec],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
-        return {"phase": name, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+        return {
+            "phase": name,
+            "error": proc.stderr.strip().splitlines()[-1]
+            if proc.stderr.strip()
+            else f"exit {proc.returncode}",
+        }
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
@@ -350,7 +447,9 @@ def _queries(vocab: list[str], n: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        words = [rng.choice(vocab) for _ in range(rng.randint(1, 3))] + [rng.choice(_TECH) for _ in range(rng.randint(0, 2))]
+        words = [rng.choice(vocab) for _ in range(rng.randint(1, 3))] + [
+            rng.choice(_TECH) for _ in range(rng.randint(0, 2))
+        ]
         if i % 5 == 0:
             words.append(rng.choice(["timeout", "retry", "migration", "cache"]))
         out.append(" ".join(words))
@@ -364,9 +463,15 @@ def measure(mb: float, args: argparse.Namespace) -> dict[str, Any]:
         info = generate(work, mb, seed=args.seed)
         gen_s = time.perf_counter() - t0
         real_mb = info["bytes"] / 1e6
-        print(f"[{mb:g} MB] generated {real_mb:.1f} MB in {info['sessions']} sessions ({gen_s:.1f}s)", flush=True)
+        print(
+            f"[{mb:g} MB] generated {real_mb:.1f} MB in {info['sessions']} sessions ({gen_s:.1f}s)",
+            flush=True,
+        )
         queries = _queries(info["vocab"], args.queries, args.seed)
-        briefs = [f"fix the {q} timeout in the worker" if i % 2 else f"why did we change {q}" for i, q in enumerate(_queries(info["vocab"], args.builds, args.seed + 1))]
+        briefs = [
+            f"fix the {q} timeout in the worker" if i % 2 else f"why did we change {q}"
+            for i, q in enumerate(_queries(info["vocab"], args.builds, args.seed + 1))
+        ]
         row: dict[str, Any] = {"mb": round(real_mb, 1), "sessions": info["sessions"]}
         kw = run_phase("keyword", work, work / "home-kw", "none", queries, briefs)
         print(f"[{mb:g} MB] keyword ingest: {kw}", flush=True)
@@ -438,7 +543,10 @@ def write_outputs(rows: list[dict[str, Any]], command: str) -> tuple[Path, Path,
     md = OUT / "ingest_scale.md"
     md.write_text("\n".join(lines) + "\n", encoding="utf-8")
     js = OUT / "ingest_scale.json"
-    js.write_text(json.dumps({"timestamp": stamp, "command": command, "rows": rows}, indent=2), encoding="utf-8")
+    js.write_text(
+        json.dumps({"timestamp": stamp, "command": command, "rows": rows}, indent=2),
+        encoding="utf-8",
+    )
     png: Path | None = None
     try:
         import matplotlib
@@ -448,7 +556,11 @@ def write_outputs(rows: list[dict[str, Any]], command: str) -> tuple[Path, Path,
 
         xs = [r["mb"] for r in rows]
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-        for key, label in (("keyword_s", "keyword ingest"), ("embed_total_s", "ingest + vectors"), ("build_median_s", "build (median)")):
+        for key, label in (
+            ("keyword_s", "keyword ingest"),
+            ("embed_total_s", "ingest + vectors"),
+            ("build_median_s", "build (median)"),
+        ):
             pts = [(x, r.get(key)) for x, r in zip(xs, rows, strict=True) if r.get(key) is not None]
             if pts:
                 ax1.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
@@ -456,7 +568,11 @@ def write_outputs(rows: list[dict[str, Any]], command: str) -> tuple[Path, Path,
         ax1.set_ylabel("seconds")
         ax1.set_title("time")
         ax1.legend()
-        for key, label in (("keyword_peak_mb", "keyword ingest"), ("embed_peak_mb", "ingest + vectors"), ("build_peak_mb", "build")):
+        for key, label in (
+            ("keyword_peak_mb", "keyword ingest"),
+            ("embed_peak_mb", "ingest + vectors"),
+            ("build_peak_mb", "build"),
+        ):
             pts = [(x, r.get(key)) for x, r in zip(xs, rows, strict=True) if r.get(key) is not None]
             if pts:
                 ax2.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
@@ -475,17 +591,30 @@ def write_outputs(rows: list[dict[str, Any]], command: str) -> tuple[Path, Path,
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--phase-json":
         spec = json.loads(sys.argv[2])
-        res = phase(spec["name"], Path(spec["corpus"]), Path(spec["home"]), spec["embedder"], spec["queries"], spec["briefs"])
+        res = phase(
+            spec["name"],
+            Path(spec["corpus"]),
+            Path(spec["home"]),
+            spec["embedder"],
+            spec["queries"],
+            spec["briefs"],
+        )
         print(json.dumps(res))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mb", default="10,100", help="corpus sizes in MB, comma-separated (default 10,100)")
+    parser.add_argument(
+        "--mb", default="10,100", help="corpus sizes in MB, comma-separated (default 10,100)"
+    )
     parser.add_argument("--queries", type=int, default=100, help="search queries per size")
     parser.add_argument("--builds", type=int, default=10, help="builds per size")
     parser.add_argument("--embedder", default="m2v-minilm", help="embedder for the vector phase")
-    parser.add_argument("--no-embed", action="store_true", help="skip the ingest-with-vectors phase")
+    parser.add_argument(
+        "--no-embed", action="store_true", help="skip the ingest-with-vectors phase"
+    )
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--tmp", default=None, help="folder for the corpora (default: the system temp)")
+    parser.add_argument(
+        "--tmp", default=None, help="folder for the corpora (default: the system temp)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the generated corpora")
     args = parser.parse_args()
     sizes = [float(s) for s in args.mb.split(",") if s.strip()]

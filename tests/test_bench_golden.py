@@ -108,8 +108,18 @@ def test_golden_cli_scores_logs_and_gates(golden: Path, tmp_path: Path) -> None:
     log = tmp_path / "extra.jsonl"
     keep = tmp_path / "contexts"
     result = run(
-        "bench", "golden", str(golden), "--json", "--threshold", "0", "--log", str(log),
-        "--keep", str(keep), "--embedder", "hash",
+        "bench",
+        "golden",
+        str(golden),
+        "--json",
+        "--threshold",
+        "0",
+        "--log",
+        str(log),
+        "--keep",
+        str(keep),
+        "--embedder",
+        "hash",
     )
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
@@ -227,8 +237,11 @@ def test_every_repo_golden_claim_is_satisfiable_by_its_sources() -> None:
                         c
                         for c in chunks
                         if any(tag_matches(str(c.tag), s) for s in claim.sources)
-                        and (until is None or c.session_id is None
-                             or (started.get(c.session_id) or "") < until)
+                        and (
+                            until is None
+                            or c.session_id is None
+                            or (started.get(c.session_id) or "") < until
+                        )
                         and all(k in " ".join(c.text.lower().split()) for k in keywords)
                     ]
                     assert spans, f"{set_dir.name}/{task.id}/{claim.id}: no span supports it"

@@ -402,7 +402,8 @@ _CITE_WORDS = frozenset(
         """
     decision decided rejected alternative alternatives because goal phase deliverable
     deliverables exit criteria risk risks rollback test tests new file files session todo why
-    chose choose user asked plan implement implementation use
+    chose choose user asked plan implement implementation use ran run runs command commands
+    these this pass passes came
 """,
     )
 )
@@ -573,8 +574,17 @@ class _Extractor:
             if blocks:
                 self.relevant_turns.add(turn.n)
             self.blocks[turn.n] = blocks
-        if self.brief is not None and not any(self.blocks.values()):
-            self.notes.append("nothing in the session matched the brief; every part is a TODO")
+        if self.brief is not None:
+            # A turn that only calls tools (runs the tests, writes the file) belongs to the request
+            # it serves: relevant when that request is.
+            request = 0
+            for turn in self.session.turns:
+                if turn.role == "user":
+                    request = turn.n
+                elif turn.tool_calls and request in self.relevant_turns:
+                    self.relevant_turns.add(turn.n)
+            if not any(self.blocks.values()):
+                self.notes.append("nothing in the session matched the brief; every part is a TODO")
         users = [t for t in self.session.turns if t.role == "user" and _is_request(t.text)]
         self.goal_words = stems(" ".join(t.text for t in users)) or stems(self.source.title)
         if self.brief is not None:

@@ -6,11 +6,12 @@ a quote, so a redacted JSON line is still valid JSON; redacting twice changes no
 
 It runs over every transcript line at ingest, so almost all of its time goes into proving that a
 line holds no secret.  That proof is one pass, not one pass per pattern: the line is UTF-8 encoded
-and sent through one ``bytes.translate`` that folds ASCII case and maps a few rare "anchor" letters
-(k w x y c g, and upper-case A) to the single byte ``\\x01``.  Every trigger (``sk-``, ``ghp_``,
-``token``, ``-----BEGIN`` …) contains an anchor, so one regex that starts with that byte finds
-every trigger in one scan, and the regex engine only stops at anchors.  The precise pattern of a
-kind then runs where its trigger starts, and nowhere else.  ``benchmarks/redact_speed.py``
+and sent through one ``bytes.translate`` that folds ASCII case and maps some of the rarer letters
+(k w x y c g, and upper-case A: the "anchors") to the single byte ``\\x01``.  Every trigger
+(``sk-``, ``ghp_``, ``token``, ``-----BEGIN`` …) contains an anchor, so one regex that starts with
+that byte finds every trigger in one scan, and the regex engine only stops at anchors.  A hit is
+checked against the real bytes (``sg-`` folds like ``sk-``), and the precise pattern of a kind
+then runs where its trigger starts, and nowhere else.  ``benchmarks/redact_speed.py``
 measures the rate on real transcripts.
 """
 
@@ -88,12 +89,13 @@ def find_secrets(text: str) -> list[Finding]:
     if first is not None:
         to_char = _CharOffsets(raw, ascii_only=len(raw) == len(text))
         for m in (first, *_GATE.finditer(folded, first.end())):
-            trigger = _TRIGGERS[int(str(m.lastgroup)[1:])]
+            index = int(str(m.lastgroup)[1:])
+            trigger = _TRIGGERS[index]
             start = m.end() - len(trigger.text)
             # anchor letters are one byte in the folded form, so `sg-` hits `sk-`: check the
             # real bytes before anything else
             seen = raw[start : m.end()]
-            if seen != trigger.raw and seen.lower() != trigger.raw:
+            if seen != _TRIGGER_BYTES[index] and seen.lower() != _TRIGGER_BYTES[index]:
                 continue
             if trigger.detector == _KEYWORD:
                 finding = _assignment_at(text, to_char(m.end()))
@@ -146,11 +148,6 @@ class _Trigger:
     detector: str
     case_sensitive: bool = True
 
-    @property
-    def raw(self) -> bytes:
-        """What the bytes must be: as written, or lower-cased for a case-insensitive trigger."""
-        return (self.text if self.case_sensitive else self.text.lower()).encode()
-
 
 _TRIGGERS: tuple[_Trigger, ...] = (
     _Trigger("AKIA", AWS_ACCESS_KEY),
@@ -167,12 +164,16 @@ _TRIGGERS: tuple[_Trigger, ...] = (
     *(
         _Trigger(word, _KEYWORD, case_sensitive=False)
         for word in (
-            "password", "passwd", "secret", "token",
+            "password", "passwd", "secret", "token", "secret_key", "secret-key", "secretkey",
             "api_key", "api-key", "apikey", "access_key", "access-key", "accesskey",
             "private_key", "private-key", "privatekey",
         )
     ),
 )  # fmt: skip
+
+
+# What the bytes of each trigger must be: as written, or lower-cased when case does not matter.
+_TRIGGER_BYTES = tuple((t.text if t.case_sensitive else t.text.lower()).encode() for t in _TRIGGERS)
 
 
 def _atoms(trigger: _Trigger) -> list[frozenset[int]]:

@@ -10,6 +10,7 @@ Every stage works without a model.  See docs/build.md for what each section hold
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from ctxmill.store import open_store
 from ctxmill.store.base import SessionRecord, Store, StoreError
 from ctxmill.store.sqlite import SQLiteStore
 
-__all__ = ["QUERIES", "BuildError", "BuildResult", "build_context", "min_budget"]
+__all__ = ["QUERIES", "BuildError", "BuildResult", "build_context"]
 
 # Tokens kept free under the budget for the front matter growing by a digit or two between the
 # fit and the final count.
@@ -90,12 +91,8 @@ def build_context(
         raise BuildError('the brief is empty: say what the task is, e.g. "migrate auth to OIDC"')
     moment = _utc(as_of) if as_of else datetime.now(UTC)
     budget = cfg.budget if budget is None else budget
-    floor = min_budget(brief)
-    if budget < floor:
-        raise BuildError(
-            f"budget {budget} is too small: the fixed structure of context.md alone takes "
-            f"{floor} tokens (use --budget {max(floor * 4, 1000)} or more)"
-        )
+    if budget < 1:
+        raise BuildError(f"budget {budget} is too small: give a positive number of tokens")
     if ingest_first:
         from ctxmill.ingest import ingest
 
@@ -116,15 +113,6 @@ def build_context(
     finally:
         if own_store:
             store.close()
-
-
-def min_budget(brief: str) -> int:
-    """Tokens the fixed parts take: front matter, title, headings and their empty-section lines."""
-    from ctxmill.tokens import count_tokens
-
-    record = _record_template(brief)
-    body, _ = render.render_body(brief, [], lambda t: "")
-    return count_tokens(render.front_matter(record) + body) + SAFETY_TOKENS
 
 
 def _build(
@@ -193,6 +181,7 @@ def _build(
         window={"since": pool.since, "until": pool.until, "widened": pool.widened},
         candidates=len(pool.candidates),
         flagged=list(fan.flagged),
+        notes=notes,  # the same list: notes added later are measured with the record
     )
 
     cost_cache: dict[int, int] = {}
@@ -215,11 +204,18 @@ def _build(
         return count_tokens(render.front_matter(_measured(record, chosen)) + body)
 
     fixed = measure([])
+    if budget < fixed + SAFETY_TOKENS:
+        raise BuildError(
+            f"budget {budget} is too small: the fixed structure of context.md alone takes "
+            f"{fixed + SAFETY_TOKENS} tokens (try --budget {max(4 * fixed, 2000)} or more)"
+        )
     t0 = time.perf_counter()
     chosen = aggregate.select(
         assembly.entries, budget - fixed, cost, citation_cost, measure, budget - SAFETY_TOKENS
     )
     timings["fit"] = time.perf_counter() - t0
+    if assembly.entries and not chosen:
+        notes.append(f"the budget of {budget} tokens fits only the structure; raise --budget")
 
     model = _model(cfg, backend)
     record["backend"] = model[1] if model else "none"
@@ -251,22 +247,17 @@ def _build(
         timings["verify"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    body, parts = render.render_body(brief_text, chosen, describe)
-    body, redacted = redact(body)
+    record["created_at"] = iso(datetime.now(UTC))
+    while True:
+        text, body, parts, redacted = _finish(brief_text, chosen, describe, record, count_tokens)
+        if record["tokens"] <= budget or not chosen:
+            break
+        # Only a note or a redaction marker added after the fit can get here: give up the
+        # weakest entry rather than exceed the budget.
+        chosen = sorted(chosen, key=lambda e: e.score)[1:]
     if redacted:
         notes.append(f"{redacted} secrets redacted from the context before writing")
-    record = _measured(record, chosen)
-    record["created_at"] = iso(datetime.now(UTC))
-    record["body_sha256"] = render.body_hash(body)
-    if notes:
-        record["notes"] = notes
-    text = ""
-    for _ in range(4):  # "tokens" is part of what it counts: settle on a fixed point
-        text = render.front_matter(record) + body
-        n = count_tokens(text)
-        if record["tokens"] == n:
-            break
-        record["tokens"] = n
+        text, body, parts, _ = _finish(brief_text, chosen, describe, record, count_tokens)
     sections = {key: count_tokens(part) for key, part in parts.items()}
     timings["render"] = time.perf_counter() - t0
     path = None
@@ -299,6 +290,30 @@ def _build(
     )
 
 
+def _finish(
+    brief: str,
+    chosen: list[aggregate.Entry],
+    describe: _Describer,
+    record: dict[str, Any],
+    count_tokens: Callable[[str], int],
+) -> tuple[str, str, dict[str, str], int]:
+    """Render, redact on egress, hash, and settle the token count: (text, body, parts, redacted)."""
+    from ctxmill.redact import redact
+
+    body, parts = render.render_body(brief, chosen, describe)
+    body, redacted = redact(body)
+    record.update(_measured(record, chosen))
+    record["body_sha256"] = render.body_hash(body)
+    text = ""
+    for _ in range(4):  # "tokens" is part of what it counts: settle on a fixed point
+        text = render.front_matter(record) + body
+        n = count_tokens(text)
+        if record["tokens"] == n:
+            break
+        record["tokens"] = n
+    return text, body, parts, redacted
+
+
 def _record_template(brief: str) -> dict[str, Any]:
     """The generation record with every field present, so that its size barely changes later."""
     return {
@@ -314,7 +329,9 @@ def _record_template(brief: str) -> dict[str, Any]:
         "window": {},
         "candidates": 0,
         "flagged": [],
+        "left_out": 0,
         "body_sha256": "0" * 64,
+        "notes": [],
     }
 
 

@@ -371,7 +371,8 @@ class SQLiteStore:
     ) -> int:
         if session_id is None and path is None:
             raise ValueError("delete_chunks needs a session_id or a path")
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if session_id is not None:
             where.append("session_id = ?")
             args.append(session_id)
