@@ -45,7 +45,9 @@ def main() -> int:
         if p.is_file() and sources.detect(p) is not None
     ]
     if not files:
-        print(f"no transcripts under {args.data} (set --data or CTXMILL_SHARED_DATA)", file=sys.stderr)
+        print(
+            f"no transcripts under {args.data} (set --data or CTXMILL_SHARED_DATA)", file=sys.stderr
+        )
         return 1
     count_tokens("warm up")  # the tokenizer loads once per process; not part of a pass
     best_total = best_compress = float("inf")

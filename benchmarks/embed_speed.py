@@ -84,8 +84,11 @@ def main() -> int:
     args = parser.parse_args()
 
     if not args.data.is_dir():
-        print(f"transcript data not found at {args.data}; nothing to measure (set "
-              "CTXMILL_SHARED_DATA or pass --data)", file=sys.stderr)
+        print(
+            f"transcript data not found at {args.data}; nothing to measure (set "
+            "CTXMILL_SHARED_DATA or pass --data)",
+            file=sys.stderr,
+        )
         return 0
     texts = chunks(args.data)
     if args.limit:
@@ -106,8 +109,10 @@ def main() -> int:
     print("|---|---|---|---|")
     for embedder in (static, HashEmbedder(static.dim)):
         seconds = best_rate(embedder, texts, args.repeat)
-        print(f"| {embedder.name} | {seconds:.2f} | {len(texts) / seconds:,.0f} | "
-              f"{megabytes / seconds:.1f} |")
+        print(
+            f"| {embedder.name} | {seconds:.2f} | {len(texts) / seconds:,.0f} | "
+            f"{megabytes / seconds:.1f} |"
+        )
     print(f"\nbest of {args.repeat} runs, {os.cpu_count()} CPUs")
     print("reproduce: " + " ".join(["python benchmarks/embed_speed.py", *sys.argv[1:]]))
     return 0

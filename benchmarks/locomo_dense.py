@@ -80,9 +80,7 @@ def load(path: Path) -> tuple[list[Conversation], list[Question], int]:
         conv = sample["conversation"]
         ids: list[str] = []
         texts: list[str] = []
-        sessions = sorted(
-            (int(m.group(1)), key) for key in conv if (m := _SESSION_RE.match(key))
-        )
+        sessions = sorted((int(m.group(1)), key) for key in conv if (m := _SESSION_RE.match(key)))
         for number, key in sessions:
             date = conv.get(f"session_{number}_date_time", "")
             for turn in conv[key]:
@@ -152,16 +150,23 @@ def run(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a locomo10.json-style file")
-    parser.add_argument("--model", type=Path, help="a model2vec directory (default: the shipped one)")
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="a locomo10.json-style file"
+    )
+    parser.add_argument(
+        "--model", type=Path, help="a model2vec directory (default: the shipped one)"
+    )
     parser.add_argument("--embedder", default="m2v-minilm", help="registered embedder name")
     parser.add_argument("--depth", type=int, default=50, help="top turns of each list fused by RRF")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
 
     if not args.data.exists():
-        print(f"LoCoMo data not found at {args.data}; nothing to measure (set "
-              "CTXMILL_SHARED_DATA or pass --data)", file=sys.stderr)
+        print(
+            f"LoCoMo data not found at {args.data}; nothing to measure (set "
+            "CTXMILL_SHARED_DATA or pass --data)",
+            file=sys.stderr,
+        )
         return 0
     conversations, questions, normalized = load(args.data)
     embedder = StaticEmbedder(args.model) if args.model else get_embedder(args.embedder)
@@ -169,27 +174,43 @@ def main() -> int:
 
     command = " ".join(["python benchmarks/locomo_dense.py", *sys.argv[1:]])
     if args.json:
-        print(json.dumps({
-            "questions": len(questions), "evidence_ids_normalized": normalized,
-            "embedder": embedder.name, "dim": embedder.dim,
-            "recall": {name: {f"@{k}": round(v, 4) for k, v in row.items()}
-                       for name, row in means.items()},
-            "embed_seconds": round(embed_seconds, 2), "command": command,
-        }))
+        print(
+            json.dumps(
+                {
+                    "questions": len(questions),
+                    "evidence_ids_normalized": normalized,
+                    "embedder": embedder.name,
+                    "dim": embedder.dim,
+                    "recall": {
+                        name: {f"@{k}": round(v, 4) for k, v in row.items()}
+                        for name, row in means.items()
+                    },
+                    "embed_seconds": round(embed_seconds, 2),
+                    "command": command,
+                }
+            )
+        )
         return 0
     source = args.model or embedder.name
-    print(f"LoCoMo {args.data.name}: {len(conversations)} conversations, {len(questions)} questions "
-          f"with evidence (category 5 skipped), {normalized} evidence ids normalized")
+    print(
+        f"LoCoMo {args.data.name}: {len(conversations)} conversations, {len(questions)} questions "
+        f"with evidence (category 5 skipped), {normalized} evidence ids normalized"
+    )
     print(f"embedder: {source} ({embedder.dim} dims), embedding took {embed_seconds:.2f} s\n")
     print("| ranking | recall@1 | recall@5 | recall@10 | @10 vs BM25 |")
     print("|---|---|---|---|---|")
     base = means["bm25"][10]
-    labels = {"bm25": "BM25 (bm25s)", "dense": "dense (static model)",
-              "rrf": f"RRF(BM25, dense), k={RRF_K}, top {args.depth} each"}
+    labels = {
+        "bm25": "BM25 (bm25s)",
+        "dense": "dense (static model)",
+        "rrf": f"RRF(BM25, dense), k={RRF_K}, top {args.depth} each",
+    }
     for name in ("bm25", "dense", "rrf"):
         row = means[name]
-        print(f"| {labels[name]} | {row[1]:.3f} | {row[5]:.3f} | {row[10]:.3f} | "
-              f"{row[10] / base:.2f} |")
+        print(
+            f"| {labels[name]} | {row[1]:.3f} | {row[5]:.3f} | {row[10]:.3f} | "
+            f"{row[10] / base:.2f} |"
+        )
     print(f"\nreproduce: {command}")
     return 0
 

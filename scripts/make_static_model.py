@@ -90,7 +90,8 @@ def provenance(
         f"| `{name}` | {(out / name).stat().st_size:,} | `{sha256(out / name)}` |" for name in KEEP
     )
     sources = "\n".join(
-        f"| `{name}` | `{sha256(source / name)}` |" for name in ("model.safetensors", "tokenizer.json")
+        f"| `{name}` | `{sha256(source / name)}` |"
+        for name in ("model.safetensors", "tokenizer.json")
     )
     versions = "\n".join(f"| {dist} | {version(dist)} |" for dist in VERSIONED)
     return f"""# m2v-minilm: provenance
@@ -139,14 +140,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="model directory to write")
     parser.add_argument("--pca-dims", type=int, default=256)
     parser.add_argument(
-        "--quantize", choices=("int8", "float16", "float32"), default="int8",
+        "--quantize",
+        choices=("int8", "float16", "float32"),
+        default="int8",
         help="storage type of the token vectors (int8 keeps LoCoMo recall and halves the size)",
     )
     parser.add_argument(
-        "--max-length", type=int, default=512,
+        "--max-length",
+        type=int,
+        default=512,
         help="tokens read per text; a static model averages, so longer only costs time",
     )
-    parser.add_argument("--date", default=dt.date.today().isoformat(), help="date for PROVENANCE.md")
+    parser.add_argument(
+        "--date", default=dt.date.today().isoformat(), help="date for PROVENANCE.md"
+    )
     args = parser.parse_args()
 
     # The source is a local directory, so nothing should reach for the hub; say so explicitly.
@@ -178,8 +185,10 @@ def main() -> None:
     command = " ".join(["HF_HUB_OFFLINE=1 python scripts/make_static_model.py", *sys.argv[1:]])
     (out / "PROVENANCE.md").write_text(provenance(out, source, args, seconds, command))
     total = sum(f.stat().st_size for f in out.iterdir())
-    print(f"wrote {out} ({total / 1e6:.1f} MB, dim {args.pca_dims}, {args.quantize}) "
-          f"in {seconds:.1f} s")
+    print(
+        f"wrote {out} ({total / 1e6:.1f} MB, dim {args.pca_dims}, {args.quantize}) "
+        f"in {seconds:.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -214,13 +214,13 @@ def test_end_to_end_with_packed_search(locomo_file: Path) -> None:
 def test_end_to_end_with_built_contexts(locomo_file: Path) -> None:
     pytest.importorskip("ctxmill.pipeline", exc_type=ImportError)
     run = run_locomo(
-        locomo_file, LocomoSettings(budget=400, context="build", embedder="hash", limit_questions=2)
+        locomo_file, LocomoSettings(budget=1000, context="build", embedder="hash", limit_questions=2)
     )
     payload = run.as_json()
     assert [q["category"] for q in payload["questions"]] == [4, 4]
     for q in payload["questions"]:
         assert set(q["cited"]) <= {t for t in ("D1:1", "D1:2", "D1:3", "D2:1", "D2:2", "D2:3")}
-        assert q["context_tokens"] <= 400
+        assert q["context_tokens"] <= 1000
     assert payload["summary"]["over_budget_contexts"] == 0
 
 

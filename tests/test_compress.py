@@ -85,7 +85,10 @@ def test_extractive_summary_keeps_paths_commands_and_errors_verbatim() -> None:
     (session, children), *_ = _sessions(path)
     text = compress_session(session, children=children, sha="0" * 64)
     _, body, _ = split_summary(text)
-    assert "`git push 2>&1` failed: fatal: The current branch spotter-dov has no upstream branch." in body
+    assert (
+        "`git push 2>&1` failed: fatal: The current branch spotter-dov has no upstream branch."
+        in body
+    )
     assert "- `lib/spotter_web/live/transcript_computers.ex` (edited)" in body
     assert "- Ran `mix test 2>&1 | tail -10`" in body
     assert "Subagent `agent-a2898e3`" in body
@@ -133,17 +136,29 @@ def test_validator_reports_each_kind_of_problem() -> None:
     assert any("'outcome'" in p for p in problems_with({"outcome": "maybe"}))
     assert any("'compressor'" in p for p in problems_with({"compressor": "extractive"}))
     assert any("'tokens' says" in p for p in problems_with({"tokens": 3}))
-    swapped = body.replace("## Decisions and why", "## X").replace("## Open threads", "## Decisions and why")
+    swapped = body.replace("## Decisions and why", "## X").replace(
+        "## Open threads", "## Decisions and why"
+    )
     swapped = swapped.replace("## X", "## Open threads")
-    assert any("out of order" in p for p in problems_with({"tokens": count_tokens(swapped.strip())}, swapped))
+    assert any(
+        "out of order" in p
+        for p in problems_with({"tokens": count_tokens(swapped.strip())}, swapped)
+    )
     missing = body.replace("## Failed attempts and why", "## Failures")
     found = problems_with({"tokens": count_tokens(missing.strip())}, missing)
     assert any("missing headings: '## Failed attempts and why'" in p for p in found)
     assert any("unexpected headings: '## Failures'" in p for p in found)
     huge = body + "\n" + "- the agent ran `mix test` and 40 tests passed in 2.1 seconds.\n" * 300
-    assert any("over the hard cap of 2000" in p for p in problems_with({"tokens": count_tokens(huge.strip())}, huge))
-    secret = body.replace("## Open threads\n", "## Open threads\n\n- key sk-ant-api03-" + "x9Y8" * 20 + "\n")
-    assert any("secret" in p for p in problems_with({"tokens": count_tokens(secret.strip())}, secret))
+    assert any(
+        "over the hard cap of 2000" in p
+        for p in problems_with({"tokens": count_tokens(huge.strip())}, huge)
+    )
+    secret = body.replace(
+        "## Open threads\n", "## Open threads\n\n- key sk-ant-api03-" + "x9Y8" * 20 + "\n"
+    )
+    assert any(
+        "secret" in p for p in problems_with({"tokens": count_tokens(secret.strip())}, secret)
+    )
     assert validate_summary("no front matter") == [
         "no YAML front matter (the file must start with a '---' line)"
     ]
@@ -261,7 +276,9 @@ def test_open_sessions_wait_for_the_quiet_period(tmp_path: Path) -> None:
 def test_dry_run_estimates_and_writes_nothing(tmp_path: Path) -> None:
     mem = _memory(tmp_path, ["short.jsonl", "subagent.jsonl"])
     CliRunner().invoke(cli, ["ingest", "--memory", str(mem), "--no-discover", "--no-embed"])
-    result = CliRunner().invoke(cli, ["compress", "--memory", str(mem), "--no-discover", "--dry-run"])
+    result = CliRunner().invoke(
+        cli, ["compress", "--memory", str(mem), "--no-discover", "--dry-run"]
+    )
     assert result.exit_code == 0, result.output
     assert "would compress 2 sessions" in result.output
     assert "short  new  ~" in result.output and "input tokens" in result.output
@@ -309,7 +326,10 @@ def test_full_disk_leaves_nothing_half_written_and_the_next_run_catches_up(
     failed = next(s for s in report["sessions"] if s["status"] == "failed")
     assert failed["session_id"] == "subagent" and "No space left on device" in failed["reason"]
     compressed = mem / "sessions" / "compressed"
-    assert sorted(p.name for p in compressed.rglob("*") if p.is_file()) == ["short.md", "tool_heavy.md"]
+    assert sorted(p.name for p in compressed.rglob("*") if p.is_file()) == [
+        "short.md",
+        "tool_heavy.md",
+    ]
 
     monkeypatch.setattr(os, "replace", real_replace)
     report = json.loads(_run("--memory", str(mem)).output)
@@ -320,7 +340,9 @@ def test_full_disk_leaves_nothing_half_written_and_the_next_run_catches_up(
 def test_a_crash_mid_pass_is_resumed_by_the_next_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mem = _memory(tmp_path, ["short.jsonl", "subagent.jsonl", "tool_heavy.jsonl", f"{MAIN_SID}.jsonl"])
+    mem = _memory(
+        tmp_path, ["short.jsonl", "subagent.jsonl", "tool_heavy.jsonl", f"{MAIN_SID}.jsonl"]
+    )
     real_replace = os.replace
     summaries_moved = 0
 

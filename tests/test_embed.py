@@ -43,7 +43,9 @@ def test_shipped_model_holds_only_what_loading_needs() -> None:
 def test_provenance_hashes_match_the_shipped_files() -> None:
     folder = model_dir()
     provenance = (folder / "PROVENANCE.md").read_text()
-    recorded = dict(re.findall(r"^\| `([\w.]+)` \| [\d,]+ \| `([0-9a-f]{64})` \|$", provenance, re.M))
+    recorded = dict(
+        re.findall(r"^\| `([\w.]+)` \| [\d,]+ \| `([0-9a-f]{64})` \|$", provenance, re.M)
+    )
     assert set(recorded) == {"config.json", "model.safetensors", "tokenizer.json"}
     for name, digest in recorded.items():
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
 from click.testing import CliRunner
 from conftest import shared_data
+from filelock import FileLock
 
 from ctxmill.cli import cli
 from ctxmill.config import home_dir
@@ -66,7 +66,13 @@ def test_session_end_queues_one_job(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "stdin",
-    ["", "not json", "[1, 2]", '{"session_id": "x"}', '{"session_id": "../../etc", "transcript_path": "/t"}'],
+    [
+        "",
+        "not json",
+        "[1, 2]",
+        '{"session_id": "x"}',
+        '{"session_id": "../../etc", "transcript_path": "/t"}',
+    ],
 )
 def test_malformed_input_is_one_line_on_stderr_and_exit_0(stdin: str) -> None:
     result = CliRunner().invoke(cli, ["hook", "session-end", "--no-worker"], input=stdin)
@@ -82,7 +88,9 @@ def test_queued_session_is_compressed_by_the_next_pass(tmp_path: Path) -> None:
     mem = tmp_path / "memory"
     runner = CliRunner()
     runner.invoke(
-        cli, ["hook", "session-end", "--memory", str(mem), "--no-worker"], input=_payload(path, "short")
+        cli,
+        ["hook", "session-end", "--memory", str(mem), "--no-worker"],
+        input=_payload(path, "short"),
     )
     # The transcript lies outside every configured source folder: the job alone brings it in.
     result = runner.invoke(

@@ -267,7 +267,9 @@ def test_structure_tags_and_generation_record(parcel: Config) -> None:
     # ... and every tag used is listed, once, under Citations with where it points.
     cited = items(text, "## Citations")
     assert [c.split(" — ")[0][2:] for c in cited] == result.citations
-    used = set(re.findall(r"\[(?:topic|session|raw|code):[^\]\s]+\]", body.split("## Citations")[0]))
+    used = set(
+        re.findall(r"\[(?:topic|session|raw|code):[^\]\s]+\]", body.split("## Citations")[0])
+    )
     assert used == set(result.citations)
     assert any("topics/auth.md, line" in c for c in cited)
     assert sum(result.sections.values()) <= result.tokens
@@ -296,9 +298,7 @@ def test_topic_wins_a_conflict_with_a_summary(parcel: Config) -> None:
 
 
 def test_raw_decides_over_its_summary(parcel: Config) -> None:
-    result = build_context(
-        parcel, "OIDC logout webhook delivery retries", as_of=AS_OF, budget=6000
-    )
+    result = build_context(parcel, "OIDC logout webhook delivery retries", as_of=AS_OF, budget=6000)
     assert RETRY in result.flagged
     history = items(result.text, "## Relevant history")
     assert any("3 retries" in i and f"[raw:{RETRY}#2]" in i for i in history)

@@ -46,7 +46,9 @@ CONVENTIONS = """# Conventions
 DEPLOY = "# Deploy\n\n- Deploys go through `make deploy` on the bastion host.\n"
 
 
-def _summary(folder: Path, sid: str, ended: str, outcome: str, decisions: str, happened: str) -> Path:
+def _summary(
+    folder: Path, sid: str, ended: str, outcome: str, decisions: str, happened: str
+) -> Path:
     body = (
         f"## Goal\n\nWork on {sid}.\n\n## What happened\n\n{happened}\n\n"
         f"## Decisions and why\n\n{decisions}\n\n## Failed attempts and why\n\nNone recorded.\n\n"
@@ -116,7 +118,9 @@ def _memory(tmp_path: Path) -> Path:
 
 
 def _hashes(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*.md"))}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*.md"))
+    }
 
 
 def test_extractive_proposals_as_a_diff_with_session_tags(tmp_path: Path) -> None:
@@ -176,9 +180,24 @@ def test_model_proposals_must_cite_a_section_that_supports_them(tmp_path: Path) 
                 "replaces": "- Session TTL is 12h: `SESSION_TTL_SECONDS = 43200` in `app/settings.py`.",
                 "cite": "s1#Decisions and why",
             },
-            {"topic": "auth.md", "line": "Tokens rotate daily", "replaces": None, "cite": "s9#Decisions and why"},
-            {"topic": "auth.md", "line": "Login uses PKCE", "replaces": None, "cite": "s1#Open threads"},
-            {"topic": "deploy.md", "line": "Use GraphQL for every public API", "replaces": None, "cite": "s1#Decisions and why"},
+            {
+                "topic": "auth.md",
+                "line": "Tokens rotate daily",
+                "replaces": None,
+                "cite": "s9#Decisions and why",
+            },
+            {
+                "topic": "auth.md",
+                "line": "Login uses PKCE",
+                "replaces": None,
+                "cite": "s1#Open threads",
+            },
+            {
+                "topic": "deploy.md",
+                "line": "Use GraphQL for every public API",
+                "replaces": None,
+                "cite": "s1#Decisions and why",
+            },
         ]
     )
     fake = FakeBackend([f"Here are my proposals:\n{answer}\nDone."])

@@ -82,6 +82,7 @@ from ctxmill.tokens import count_tokens
 EXTRACTIVE_VERSION = "extractive-v1"
 PROMPT_VERSION = "compress-v1"
 DEFAULT_WINDOW = 12_000  # transcript tokens per model call before the session is split
+MAX_OUTPUT_TOKENS = 2_200  # the longest valid body (2,000) plus room for the model's own count
 SETTLE_S = 2.0  # a queued transcript is read once it has not changed for this long
 CHARS_PER_TOKEN = 3.5
 
@@ -204,6 +205,7 @@ def compress(
     index: bool = True,
     embed: bool = True,
     window: int = DEFAULT_WINDOW,
+    max_output_tokens: int = MAX_OUTPUT_TOKENS,
     pace_s: float = 0.0,
     now: float | None = None,
     wait: float = 600.0,
@@ -242,7 +244,15 @@ def compress(
             from_queue=from_queue,
             now=time.time() if now is None else now,
         )
-        worker = _Worker(cfg, runner, existing, state, window=window, pace_s=pace_s)
+        worker = _Worker(
+            cfg,
+            runner,
+            existing,
+            state,
+            window=window,
+            max_output_tokens=max_output_tokens,
+            pace_s=pace_s,
+        )
         total = len(targets)
         done = 0
         done_lock = threading.Lock()
@@ -399,6 +409,7 @@ class _Worker:
         state: _State,
         *,
         window: int,
+        max_output_tokens: int,
         pace_s: float,
     ) -> None:
         self.cfg = cfg
@@ -406,6 +417,7 @@ class _Worker:
         self.existing = existing
         self.state = state
         self.window = window
+        self.max_output_tokens = max_output_tokens
         self.pacer = _Pacer(pace_s)
         self.stop = threading.Event()
         self.unchanged: list[SessionResult] = []
@@ -483,7 +495,11 @@ class _Worker:
                 }
             else:
                 body, model = model_body(
-                    draft, self.runner, window=self.window, before_call=self.pacer.wait
+                    draft,
+                    self.runner,
+                    window=self.window,
+                    max_output_tokens=self.max_output_tokens,
+                    before_call=self.pacer.wait,
                 )
                 compressor = {
                     "backend": self.runner.backend.name,
@@ -823,7 +839,7 @@ _STOPWORDS = frozenset(
     this those through under until very what when where which while will with would your yours
     file files code line lines make sure let like want please using used uses first need
     now see check look think going still already well also okay sure know thing things
-    session user assistant tool turn turns output input true false none null error""".split()  # noqa: SIM905  (a word list reads better as text)
+    session user assistant tool turn turns output input true false none null error""".split()
 )
 _WORD_RE = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{3,}")
 _INTENT = re.compile(
@@ -1345,6 +1361,7 @@ def model_body(
     runner: LLMRunner,
     *,
     window: int = DEFAULT_WINDOW,
+    max_output_tokens: int = MAX_OUTPUT_TOKENS,
     before_call: Callable[[], None] = lambda: None,
 ) -> tuple[str, str]:
     """``(body, model)``: the model writes the narrative sections, the system adds ``## Files``.
@@ -1382,7 +1399,9 @@ def model_body(
     problems: list[str] = []
     for _attempt in range(2):
         before_call()
-        done = runner.complete(messages, system=SYSTEM_PROMPT, max_tokens=2_200, purpose="compress")
+        done = runner.complete(
+            messages, system=SYSTEM_PROMPT, max_tokens=max_output_tokens, purpose="compress"
+        )
         model = done.model or model
         narrative = _normalise_headings(_clean_model_text(done.text))
         body, _ = redact(f"{narrative.strip()}\n\n{files}")

@@ -1563,14 +1563,9 @@ def verify_model_output(
         i += 1
         if h := re.match(r"^##\s+(.+?)\s*#*\s*$", line):
             title = _strip_md(h[1]).lower()
-            current = names.get(title) or next(
-                (
-                    p
-                    for k, p in names.items()
-                    if title.startswith(k.split()[0]) and k.split()[0] in title
-                ),
-                None,
-            )
+            # "## Decisions" or "## Files" for a part whose full title is longer still counts.
+            first_words = {k.split()[0]: p for k, p in names.items()}
+            current = names.get(title) or first_words.get(title.split()[0] if title else "")
             if current is not None:
                 parts.setdefault(current, [])
             last_ok = None

@@ -108,7 +108,7 @@ class LintResult:
             "file": self.path,
             "kind": self.kind,
             "ok": self.ok,
-            "problems": [p.as_json() for p in self.errors],
+            "problems": [p.as_json() for p in sorted(self.errors, key=lambda p: p.line)],
             "todos": [p.as_json() for p in self.todos],
             "warnings": [p.as_json() for p in self.warnings],
         }

@@ -69,7 +69,7 @@ _STOP = frozenset(
     all any can could should would will its our their them they there which what who why how
     also only just more most some such very been being use used using uses none recorded turn
     session user asked decided because instead rather keep keeps kept make makes now new per
-    want needs need""".split()  # noqa: SIM905  (a word list reads better as text)
+    want needs need""".split()
 )
 MATCH_THRESHOLD = 2.5  # distinctive-word overlap a topic needs before a proposal is placed in it
 SIMILAR = 0.6  # word-set overlap above which two lines say the same thing

@@ -9,9 +9,19 @@ each conversation this module
    session's date) into a temporary memory's ``sessions/raw/``, so that the real parser, ingest,
    keyword index and vectors are what gets measured; a map from each turn's tag
    (``[raw:<sample>-s<N>#<turn>]``) back to its ``dia_id`` is kept and checked against the index;
-2. asks every question with evidence as a search (ranked ``dia_id`` s: recall@1/5/10) and as the
-   brief of a context built under ``--budget`` tokens (the ``dia_id`` s cited in it: in-context
-   evidence recall);
+2. asks every question with evidence as a search (``ctxmill search``'s ranked ``dia_id`` s:
+   recall@1/5/10) and, for in-context evidence recall, puts a context together under ``--budget``
+   tokens in one of two ways:
+
+   ``build`` (default)
+       ``build_context`` with the question as the brief; the ``dia_id`` s cited in the
+       context.md are what counts.  This measures the product end to end, front matter, section
+       headings and citations list included in the budget.
+   ``pack``
+       a documented retrieval-packing path: the search's fused scores, each turn's score raised
+       by ``neighbour_weight`` (0.3) times its adjacent turns' scores in the same session, then
+       packed best first exactly as the baselines are.  This isolates retrieval quality from the
+       pipeline's layout;
 3. computes the same figures, in the same run, for two baselines over the same turns: BM25 over
    turns (``bm25s``, lowercase alphanumeric tokens) and recency (newest turns first).  A
    baseline's context is its ranking packed, best first, into the same token budget, each turn
@@ -323,6 +333,34 @@ class BM25Turns:
         return [self.turns[int(d)].dia_id for d, s in zip(docs[0], scores[0], strict=True) if s > 0]
 
 
+def neighbour_rank(scores: dict[str, float], turns: Sequence[Turn], weight: float) -> list[str]:
+    """Re-rank turns by their fused search score plus ``weight`` times their neighbours' scores
+    (the turns just before and after, in the same session).
+
+    In a conversation the turn that matches a question and the turn that answers it are often
+    adjacent (a question and its reply); a turn whose neighbours also matched is the better bet.
+    """
+    if weight <= 0:
+        return sorted(scores, key=lambda d: -scores[d])
+    out: dict[str, float] = {}
+    for i, turn in enumerate(turns):
+        own = scores.get(turn.dia_id, 0.0)
+        before = (
+            scores.get(turns[i - 1].dia_id, 0.0)
+            if i and turns[i - 1].session == turn.session
+            else 0.0
+        )
+        after = (
+            scores.get(turns[i + 1].dia_id, 0.0)
+            if i + 1 < len(turns) and turns[i + 1].session == turn.session
+            else 0.0
+        )
+        value = own + weight * (before + after)
+        if value > 0:
+            out[turn.dia_id] = value
+    return sorted(out, key=lambda d: -out[d])
+
+
 def recency_rank(turns: Sequence[Turn]) -> list[str]:
     return [t.dia_id for t in reversed(turns)]
 
@@ -401,6 +439,7 @@ class LocomoSettings:
     budget: int = 1000
     mode: str = "hybrid"  # search mode for ctxmill's ranking
     context: str = "build"  # build: build_context; pack: ctxmill's ranking packed like baselines
+    neighbour_weight: float = 0.3  # pack only: weight of adjacent turns' scores (0: off)
     limit_conversations: int | None = None
     limit_questions: int | None = None  # per conversation
     embedder: str | None = None
@@ -548,6 +587,14 @@ def run_locomo(
                             filters=Filters(layers=[Layer.RAW]),
                         ).hits
                         ours_ranked = _dia_ids((h.tag for h in hits), tag_map)
+                        # hybrid scores are fused RRF scores (higher is better); other modes'
+                        # scales differ, so they fall back to RRF-style rank scores
+                        scores: dict[str, float] = {}
+                        for rank, h in enumerate(hits, 1):
+                            dia = tag_map.get((h.tag.ref, h.tag.start or 0))
+                            if dia and dia not in scores:
+                                fused = settings.mode == "hybrid" and h.score > 0
+                                scores[dia] = h.score if fused else 1 / (60 + rank)
                         timings["search"] += time.perf_counter() - t0
                         t0 = time.perf_counter()
                         if settings.context == "build":
@@ -565,7 +612,10 @@ def run_locomo(
                             ours_cited = _dia_ids(cited_tags, tag_map)
                             ctx_tokens = built.tokens
                         else:
-                            ours_cited = pack(ours_ranked, by_dia, settings.budget, count_tokens)
+                            packed_rank = neighbour_rank(
+                                scores, conv.turns, settings.neighbour_weight
+                            )
+                            ours_cited = pack(packed_rank, by_dia, settings.budget, count_tokens)
                             ctx_tokens = sum(count_tokens(turn_line(by_dia[d])) for d in ours_cited)
                         timings["context"] += time.perf_counter() - t0
                         over += int(ctx_tokens > settings.budget)

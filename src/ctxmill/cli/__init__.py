@@ -175,8 +175,8 @@ def main() -> None:
         sys.exit(1)
 
 
-from ctxmill.cli import index as _index  # noqa: E402,F401  (registers the index commands)
 from ctxmill.cli import bench as _bench  # noqa: E402,F401
 from ctxmill.cli import build as _build  # noqa: E402,F401
 from ctxmill.cli import compress as _compress  # noqa: E402,F401
 from ctxmill.cli import distill as _distill  # noqa: E402,F401
+from ctxmill.cli import index as _index  # noqa: E402,F401  (registers the index commands)

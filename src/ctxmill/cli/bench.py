@@ -219,6 +219,13 @@ def report_cmd(log: Path | None, output: Path) -> None:
     help="build: cite what `ctxmill build` puts in the context; pack: ctxmill's ranking packed "
     "into the budget the way the baselines are.",
 )
+@click.option(
+    "--neighbours",
+    type=click.FloatRange(0, 10),
+    default=0.3,
+    show_default=True,
+    help="--context pack: weight of adjacent turns' search scores in a turn's score (0: off).",
+)
 @click.option("--embedder", help="Embedder for the index (default: m2v-minilm).")
 @click.option("--backend", help="LLM backend for the build (default: none, extractive).")
 @click.option(
@@ -234,6 +241,7 @@ def locomo_cmd(
     limit_questions: int | None,
     mode: str,
     context_mode: str,
+    neighbours: float,
     embedder: str | None,
     backend: str | None,
     log: Path | None,
@@ -253,6 +261,7 @@ def locomo_cmd(
         budget=budget,
         mode=mode,
         context=context_mode,
+        neighbour_weight=neighbours,
         limit_conversations=limit_conversations,
         limit_questions=limit_questions,
         embedder=embedder,

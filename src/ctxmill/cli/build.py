@@ -190,24 +190,21 @@ def build_cmd(
 
 
 def _print_explain(result: BuildResult, console: Any) -> None:
-    table = Table(title="candidate sessions (rank in each query; blank: not found by it)")
-    table.add_column("session")
-    table.add_column("started")
-    table.add_column("title", overflow="fold", max_width=40)
-    for query in QUERIES:
-        table.add_column(query, justify="right")
-    table.add_column("score", justify="right")
-    table.add_column("re-read")
+    table = Table(title="candidate sessions, and their rank in each query that found them")
+    table.add_column("session", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("re-read", no_wrap=True)
+    table.add_column("found by", overflow="fold")
     flagged = set(result.flagged)
     for cand in result.candidates:
         ranks = cand["ranks"]
         table.add_row(
-            escape(cand["session"][:12]),
+            escape(cand["session"][:8]),
             (cand["started"] or "")[:10],
-            escape(cand["title"] or ""),
-            *(str(ranks[q]) if q in ranks else "" for q in QUERIES),
-            f"{cand['score']:.4f}",
+            f"{cand['score']:.3f}",
             "yes" if cand["session"] in flagged else "",
+            " ".join(f"{q}:{ranks[q]}" for q in QUERIES if q in ranks),
         )
     console.print(table)
     times = Table(title="stage times (s)")
@@ -351,7 +348,8 @@ def runs_cmd(as_json: bool) -> None:
         out.print("no runs recorded yet")
         return
     table = Table()
-    for column in ("id", "started", "exit", "seconds", "command", "brief"):
+    table.add_column("id", no_wrap=True)
+    for column in ("started", "exit", "seconds", "command", "brief"):
         table.add_column(column, overflow="fold")
     for run in runs:
         command = run.get("command") or []

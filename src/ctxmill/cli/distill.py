@@ -53,7 +53,9 @@ def _runner(cfg: Config, spec: str | None) -> Any:
             return runner_from_settings(cfg.llm, purpose="distill")
         if spec.strip().lower() == "none":
             return None
-        backend = get_backend(spec, model=cfg.llm.model, base_url=cfg.llm.base_url)
+        # A model named in the spec ("anthropic:claude-…") wins over the configured one.
+        model = None if ":" in spec else cfg.llm.model
+        backend = get_backend(spec, model=model, base_url=cfg.llm.base_url)
         return LLMRunner(
             backend,
             max_retries=cfg.llm.max_retries,
@@ -318,8 +320,10 @@ def bench_distill_cmd(bench_dir: Path | None, as_json: bool, threshold: float) -
     BENCH_DIR (default: bench/distill) holds *.yaml files: `prompt: FILE`, `budget: N`,
     `facts: [{id, keywords: [...]}]`. A fact is retained when all its keywords are in the
     compressed prompt. A head-truncation baseline to the same budget is scored alongside.
+    The run is appended to $CTXMILL_HOME/bench/results.jsonl.
     """
     from ctxmill.bench.distill import BenchError, run_bench
+    from ctxmill.bench.results import append, default_log, record
 
     directory = bench_dir or Path("bench/distill")
     if not directory.is_dir():
@@ -329,6 +333,8 @@ def bench_distill_cmd(bench_dir: Path | None, as_json: bool, threshold: float) -
     except BenchError as exc:
         raise Failure(str(exc)) from exc
     payload = run.as_json()
+    settings = {"bench_dir": str(directory.resolve()), "threshold": threshold}
+    append(record("distill", settings, payload), default_log())
     if as_json:
         click.echo(json.dumps(payload, indent=2))
     else:

@@ -127,7 +127,6 @@ def _build(
     timings: dict[str, float],
     t_start: float,
 ) -> BuildResult:
-    from ctxmill.redact import redact
     from ctxmill.tokens import count_tokens
 
     stats = store.stats()
@@ -203,7 +202,11 @@ def _build(
         body, _ = render.render_body(brief_text, chosen, describe)
         return count_tokens(render.front_matter(_measured(record, chosen)) + body)
 
+    # The floor includes the note that says the budget fits only the structure.
+    structure_note = f"the budget of {budget} tokens fits only the structure; raise --budget"
+    notes.append(structure_note)
     fixed = measure([])
+    notes.remove(structure_note)
     if budget < fixed + SAFETY_TOKENS:
         raise BuildError(
             f"budget {budget} is too small: the fixed structure of context.md alone takes "
@@ -215,7 +218,7 @@ def _build(
     )
     timings["fit"] = time.perf_counter() - t0
     if assembly.entries and not chosen:
-        notes.append(f"the budget of {budget} tokens fits only the structure; raise --budget")
+        notes.append(structure_note)
 
     model = _model(cfg, backend)
     record["backend"] = model[1] if model else "none"
@@ -248,16 +251,17 @@ def _build(
 
     t0 = time.perf_counter()
     record["created_at"] = iso(datetime.now(UTC))
+    record["left_out"] = max(0, len(assembly.entries) - len(chosen))
+    text, parts, redacted = _finish(brief_text, chosen, describe, record, count_tokens)
+    if redacted:
+        notes.append(f"{redacted} secrets redacted from the context before writing")
     while True:
-        text, body, parts, redacted = _finish(brief_text, chosen, describe, record, count_tokens)
+        text, parts, _ = _finish(brief_text, chosen, describe, record, count_tokens)
         if record["tokens"] <= budget or not chosen:
             break
         # Only a note or a redaction marker added after the fit can get here: give up the
         # weakest entry rather than exceed the budget.
         chosen = sorted(chosen, key=lambda e: e.score)[1:]
-    if redacted:
-        notes.append(f"{redacted} secrets redacted from the context before writing")
-        text, body, parts, _ = _finish(brief_text, chosen, describe, record, count_tokens)
     sections = {key: count_tokens(part) for key, part in parts.items()}
     timings["render"] = time.perf_counter() - t0
     path = None
@@ -296,8 +300,8 @@ def _finish(
     describe: _Describer,
     record: dict[str, Any],
     count_tokens: Callable[[str], int],
-) -> tuple[str, str, dict[str, str], int]:
-    """Render, redact on egress, hash, and settle the token count: (text, body, parts, redacted)."""
+) -> tuple[str, dict[str, str], int]:
+    """Render, redact on egress, hash, and settle the token count: (text, parts, redacted)."""
     from ctxmill.redact import redact
 
     body, parts = render.render_body(brief, chosen, describe)
@@ -311,7 +315,7 @@ def _finish(
         if record["tokens"] == n:
             break
         record["tokens"] = n
-    return text, body, parts, redacted
+    return text, parts, redacted
 
 
 def _record_template(brief: str) -> dict[str, Any]:

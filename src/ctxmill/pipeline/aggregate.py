@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 
 from ctxmill.model import Excerpt, Layer, Tag
 from ctxmill.pipeline.brief import Brief, identifiers_in, stems, words
-from ctxmill.pipeline.fanout import FanOut, Finding
+from ctxmill.pipeline.fanout import NO_SUMMARY, FanOut, Finding
 from ctxmill.pipeline.text import (
-    DECISION_RE,
     FAILURE_RE,
     STEER_RE,
     clip,
@@ -49,14 +48,15 @@ TITLES = {
 # Shares of the body budget; what a section does not need flows to the others.
 SHARES = {
     "recent_state": 0.30,
-    "history": 0.40,
+    "history": 0.35,
     "unresolved": 0.15,
-    "files": 0.10,
+    "files": 0.15,
     "citations": 0.05,
 }
 HISTORY_GROUPS = ("Failed attempts", "Decisions", "What happened")
 UNRESOLVED_GROUPS = ("Conflicts between layers", "Open threads")
 TURNS_PER_SESSION = 4
+MIN_TURN_OVERLAP = 0.2  # weighted share of the brief a re-read turn must touch
 TURN_CHARS = 700
 DUPLICATE_JACCARD = 0.5
 DUPLICATE_CONTAINMENT = 0.8
@@ -113,11 +113,16 @@ def reread(
             if hit.timestamp and hit.timestamp >= until:
                 continue
             prose = _prose(hit.text)
+            if not prose.strip():
+                continue
             overlap = brief.overlap(prose)
             failed = bool(FAILURE_RE.search(prose))
-            decided = bool(DECISION_RE.search(prose))
+            decided = bool(_STRONG_DECISION.search(prose))
             steer = hit.role == "user" and bool(STEER_RE.match(prose))
-            if overlap <= 0 and not steer:
+            strong = steer or decided or bool(_STRONG_FAILURE.search(prose))
+            # A turn that reverts, decides or steers is what a re-read is for: any touch of the
+            # brief keeps it; other turns must touch more of it.
+            if overlap <= 0 or (overlap < MIN_TURN_OVERLAP and not strong):
                 continue
             score = overlap + 0.3 * failed + 0.15 * decided + 0.3 * steer
             text = _key_sentences(prose, brief, limit=TURN_CHARS)
@@ -144,27 +149,42 @@ def reread(
             block = _matching_block(hit.text, brief)
             scored.append((score, Finding(excerpt, kind, heading, title=title, block=block)))
         scored.sort(key=lambda s: -s[0])
-        found += [f for _, f in scored[:TURNS_PER_SESSION]]
+        # Without a summary the transcript is the only account of the session: read more of it.
+        limit = TURNS_PER_SESSION * (2 if flagged[sid] == NO_SUMMARY else 1)
+        found += [f for _, f in scored[:limit]]
     return found
 
 
 _STRONG_FAILURE = re.compile(
-    r"\b(revert|abandon|fail|gave up|rolled back|roll back|did(?:n't| not) work|leak|broke|scrap)",
+    r"\b(revert(?:ed|ing)?|abandon(?:ed)?|gave up|roll(?:ed)? ?back|did(?:n't| not) work|"
+    r"leak(?:ed|s|ing)?|broke|scrapped|backed out|failed (?:to|under|with|because|when|in)|"
+    r"exhausted)\b",
     re.I,
 )
 _CODE_BLOCK = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n(.*?)^[ \t]*\1[ \t]*$", re.S | re.M)
 BLOCK_LINES = 15
 
 
+_TOOL_LINE = re.compile(r"^\s*→ .*$", re.M)  # one line per tool call in an assistant turn
+_STRONG_DECISION = re.compile(
+    r"\b(decid(?:ed|e)|decision|chose|choose|agreed|settled on|went with|going with|"
+    r"we(?:'ll| will) use|instead of|rather than|rejected|from now on)\b",
+    re.I,
+)
+
+
 def _prose(text: str) -> str:
-    return _CODE_BLOCK.sub(" [code] ", text)
+    """What a person or the agent wrote: no code blocks, no tool-call lines."""
+    return _TOOL_LINE.sub(" ", _CODE_BLOCK.sub(" [code] ", text))
 
 
 def _matching_block(text: str, brief: Brief) -> str | None:
     """The first fenced block of a turn that touches the brief, cut to BLOCK_LINES lines."""
     for m in _CODE_BLOCK.finditer(text):
         code = m[2].strip("\n")
-        if code and brief.overlap(code) > 0:
+        named = any(i.lower() in code.lower() for i in brief.identifiers)
+        # Code is long: only a block that names what the brief names, or is mostly about it.
+        if code and (named or brief.overlap(code) >= 0.5):
             lines = code.splitlines()
             cut = lines[:BLOCK_LINES] + (["…"] if len(lines) > BLOCK_LINES else [])
             return "\n".join(cut)
@@ -179,7 +199,7 @@ def _key_sentences(text: str, brief: Brief, limit: int) -> str:
         if (
             brief.overlap(s) > 0
             or FAILURE_RE.search(s)
-            or DECISION_RE.search(s)
+            or _STRONG_DECISION.search(s)
             or STEER_RE.match(s)
         ):
             if size + len(s) > limit:
@@ -272,14 +292,23 @@ _NOT_KEYS = set(_SECONDS) | {
 @dataclass
 class _Fact:
     value: tuple[str, float]  # (unit class, normalized value)
-    keys: set[str]
+    keys: set[str]  # content stems around the value
+    subject: set[str]  # content stems just before it: what the value is a value of
     text: str  # the sentence it was found in
 
 
+_INLINE_CODE = re.compile(r"`[^`]*`")
+
+
 def facts(text: str) -> list[_Fact]:
-    """Quantities with the words around them; dates and versions are not quantities."""
+    """Quantities with the words around them.
+
+    Dates, years and versions are not quantities, and neither is anything inside inline code: a
+    quoted log line or expression (``QueuePool limit of size 10 overflow 5``) states no value of
+    its own.
+    """
     out: list[_Fact] = []
-    for sentence in sentences(text):
+    for sentence in sentences(_INLINE_CODE.sub(" ", text)):
         for m in _QTY_RE.finditer(sentence):
             number, unit = float(m[1]), m[2].lower()
             if re.fullmatch(r"(19|20)\d\d", m[1]):
@@ -290,15 +319,16 @@ def facts(text: str) -> list[_Fact]:
                 value = ("percent", number)
             else:
                 value = (next(iter(stems(unit)), unit), number)
-            before = words(sentence[: m.start()])[-6:]
-            after = words(sentence[m.end() :])[:6]
-            keys = {
-                s
-                for s in stems(" ".join(before + after))
-                if s not in _NOT_KEYS and not s.isdigit() and len(s) > 2
-            }
-            out.append(_Fact(value, keys, sentence))
+            before = [w for w in words(sentence[: m.start()]) if not w.isdigit()]
+            after = [w for w in words(sentence[m.end() :]) if not w.isdigit()]
+            keys = _keys(before[-4:] + after[:3])
+            subject = _keys(before[-3:])
+            out.append(_Fact(value, keys, subject, sentence))
     return out
+
+
+def _keys(ws: list[str]) -> set[str]:
+    return {s for s in stems(" ".join(ws)) if s not in _NOT_KEYS and not s.isdigit() and len(s) > 2}
 
 
 def find_conflicts(
@@ -320,8 +350,12 @@ def find_conflicts(
             raw_by_session.setdefault(f.excerpt.session_id, []).append(f)
     entries: list[Entry] = []
     losers: set[int] = set()
-    topic_facts = [(t, facts(t.excerpt.text)) for t in topics]
+    # Only statements of what holds now can be contradicted: a note's history and a dead end
+    # (tried X, it failed) name past values on purpose.
+    topic_facts = [(t, facts(t.excerpt.text)) for t in topics if t.kind not in _PAST_KINDS]
     for f in others:
+        if f.kind in _PAST_KINDS or _is_failure(f.excerpt.text):
+            continue
         mine = facts(f.excerpt.text)
         if not mine:
             continue
@@ -337,7 +371,26 @@ def find_conflicts(
             )
             losers.add(id(f))
             if verdict is not None and _same(verdict[1].value, t_fact.value):
-                # The transcript agrees with the notes: the summary was wrong, nothing is open.
+                # The transcript agrees with the notes: the summary is wrong.  Nothing is open
+                # about the fact, but the summary should be re-made, so it is listed.
+                raw_f, r_fact = verdict
+                entries.append(
+                    Entry(
+                        section="unresolved",
+                        group=UNRESOLVED_GROUPS[0],
+                        text=(
+                            f"The session summary{_when(f)} says \"{clip(o_fact.text, 240)}\", but "
+                            f"the transcript says \"{clip(r_fact.text, 240)}\", as the notes do "
+                            f"(\"{clip(t_fact.text, 160)}\"): the summary is wrong; re-compress "
+                            "that session."
+                        ),
+                        tags=_unique_tags([*topic.tags, raw_f.excerpt.tag, f.excerpt.tag]),
+                        score=10.0 + f.excerpt.score,
+                        layer=Layer.TOPIC,
+                        sources=[topic.excerpt.text, raw_f.excerpt.text, f.excerpt.text],
+                        date=f.excerpt.timestamp,
+                    )
+                )
                 continue
             if verdict is not None:
                 raw_f, r_fact = verdict
@@ -406,6 +459,12 @@ def find_conflicts(
     return entries, losers, list(standing.values())
 
 
+_PAST_KINDS = ("failure", "history")
+_PAST_RE = re.compile(
+    r"\b(was|were|used to|previously|formerly|originally|until|before|had been|old)\b", re.I
+)
+
+
 def _clash(
     mine: list[_Fact], against: list[tuple[Finding, list[_Fact]]], my_text: str
 ) -> tuple[Finding, _Fact, _Fact] | None:
@@ -418,9 +477,15 @@ def _clash(
                     continue
                 if len(o.keys & t.keys) < 2:
                     continue
-                # Both values named on either side ("it was 24h until April; now 12h") is a
-                # history of the change, not a disagreement.
-                if _mentions(their_text, o.value) or _mentions(my_text, t.value):
+                # The same thing measured: a counted noun ("3 retries" / "5 retries") names it;
+                # a duration or a share needs the words just before it to agree ("TTL is 12h").
+                if o.value[0] in ("duration", "percent") and not o.subject & t.subject:
+                    continue
+                # A text that names both values ("it was 24h until April; now 12h") tells the
+                # history of the change; so does one that puts its value in the past.  A note
+                # naming the other's value as its old one does not excuse a present-tense claim
+                # of it: that claim is the stale one.
+                if _mentions(my_text, t.value) or _PAST_RE.search(o.text):
                     continue
                 return finding, t, o
     return None

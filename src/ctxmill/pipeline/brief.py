@@ -8,6 +8,7 @@ and the aggregator agree on what "matches the brief" means.
 from __future__ import annotations
 
 import calendar
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,8 +25,8 @@ STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 # Words that name the kind of work rather than its subject: they match every session and so
 # carry no signal for retrieval.
 _WORK_WORD_TEXT = """add adding change changes changing delete drop fix fixes fixing flag implement
-    implementing make move new need needs please remove rename replace task update updating work
-    working want"""
+    implementing make migrate migrating migration move new need needs please port refactor remove
+    rename replace task update updating work working want"""
 _WORK_WORDS = frozenset(_WORK_WORD_TEXT.split())
 
 _HISTORY_WORDS = re.compile(
@@ -124,22 +125,38 @@ class Brief:
     """Identifiers the brief says will change: every reference to them is a consumer to check."""
     history: bool = False
 
+    weights: dict[str, float] = field(default_factory=dict)
+    """Weight of each term stem (rarer in the memory: heavier); 1.0 for a stem not listed."""
+
     @property
     def stems(self) -> set[str]:
         return {stem(t) for t in self.terms if not t.isdigit()}
 
     def overlap(self, text: str) -> float:
-        """Share of the brief's term stems that occur in ``text`` (0..1), identifiers counting double."""
+        """Weighted share of the brief's term stems that occur in ``text`` (0..1), plus the share
+        of its identifiers that occur verbatim (so an identifier counts about double)."""
         wanted = self.stems
         if not wanted:
             return 0.0
         have = stems(text)
-        score = len(wanted & have) / len(wanted)
-        lowered = text.lower()
-        hits = sum(1 for ident in self.identifiers if ident.lower() in lowered)
+        total = sum(self.weights.get(s, 1.0) for s in wanted)
+        score = sum(self.weights.get(s, 1.0) for s in wanted & have) / total if total else 0.0
         if self.identifiers:
+            lowered = text.lower()
+            hits = sum(1 for ident in self.identifiers if ident.lower() in lowered)
             score += hits / len(self.identifiers)
         return score
+
+    def weigh(self, documents: list[str]) -> None:
+        """Weight the term stems by inverse document frequency over ``documents`` (lower-cased
+        texts), so that a rare word of the brief ("Celery") counts for more than a common one
+        ("job").  Substring presence is close enough for a weight."""
+        if not documents:
+            return
+        n = len(documents)
+        for s in self.stems:
+            df = sum(1 for d in documents if s in d)
+            self.weights[s] = max(0.2, math.log((n + 1) / (df + 0.5)))
 
 
 def analyze(text: str) -> Brief:

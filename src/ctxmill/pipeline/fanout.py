@@ -43,7 +43,9 @@ MAX_SESSIONS_READ = 60
 MAX_FLAGGED = 8
 MAX_CODE_FILES = 25
 MAX_TRACED = 30
+CODE_TAGS = 3  # line tags per file in "Files likely to touch"
 ITEM_CHARS = 900
+NO_SUMMARY = "no summary"  # why a session is flagged when it has no compressed summary
 
 
 @dataclass
@@ -129,8 +131,18 @@ def topics_worker(stores: StoreFactory, cfg: Config, pool: Pool, brief: Brief) -
             hit_ranges = [
                 (h.tag.start or 0, h.tag.end or 0) for h in hits if "heading" not in h.found_by
             ]
+            # Curated sections are cohesive: an item in a section about the brief is about it
+            # too, even when it does not repeat the brief's words.
+            section_text: dict[str, str] = {}
             for item in items:
-                score = brief.overlap(item.text) + 0.5 * brief.overlap(item.heading)
+                section_text[item.heading] = section_text.get(item.heading, "") + " " + item.text
+            section = {h: brief.overlap(t) for h, t in section_text.items()}
+            for item in items:
+                score = (
+                    brief.overlap(item.text)
+                    + 0.5 * brief.overlap(item.heading)
+                    + 0.5 * section[item.heading]
+                )
                 if any(s <= item.start <= e or s <= item.end <= e for s, e in hit_ranges):
                     score += 0.1
                 if score <= 0.1 and not whole:
@@ -220,10 +232,10 @@ def compressed_worker(stores: StoreFactory, pool: Pool, brief: Brief) -> WorkerR
             date = (record.started if record else None) or next(
                 (h.timestamp for h in hits if h.timestamp), None
             )
-            content_query = any(q != "time" for q in cand.found_by)
+            content_query = any(q in ("topic", "path", "keyword") for q in cand.found_by)
             if not hits:
                 if content_query:
-                    flag_scores[cand.session_id] = (cand.score, "no summary")
+                    flag_scores[cand.session_id] = (cand.score, NO_SUMMARY)
                 continue
             # Later candidates need a clearer match: the pool is ranked, the budget is not free.
             weight = 1.0 / (1.0 + rank / 20)
@@ -322,7 +334,7 @@ def code_worker(cfg: Config, pool: Pool, brief: Brief) -> WorkerResult:
     named = _named_files(files, brief, pool)
     defs = {rel: _defined_in(root / rel) for rel in named}
     traced = _traced_identifiers(brief, named, defs, pool)
-    refs = find_references(root, list(traced), 500) if traced else []
+    refs = find_references(root, list(traced), 2000) if traced else []
     uses: dict[str, dict[str, list[int]]] = {}  # file -> identifier -> lines
     for rel, line, text in refs:
         rel = _rel(Path(rel), root)
@@ -337,17 +349,20 @@ def code_worker(cfg: Config, pool: Pool, brief: Brief) -> WorkerResult:
         mine.sort(key=lambda d: -traced[d[0]])
         used = {i: lines for i, lines in used.items() if i not in dict(mine)}
         weight = sum(traced[i] for i in used)
-        if why is None and weight < _NOTES and not brief.changing:
-            continue  # uses only names the change does not obviously move: not a consumer
+        if why is None and not used:
+            continue
         parts = [why] if why else []
         if mine:
-            parts.append("defines " + ", ".join(f"`{name}`" for name, _ in mine[:8]))
+            parts.append("defines " + ", ".join(f"`{name}`" for name, _ in mine[:5]))
         lines = sorted({n for i in used for n in used[i]})
         if used:
             names = sorted(used, key=lambda i: (-traced[i], i))
-            shown = ", ".join(str(n) for n in lines[:6]) + (" …" if len(lines) > 6 else "")
-            parts.append("uses " + ", ".join(f"`{i}`" for i in names[:6]) + f" (lines {shown})")
-        first = [mine[0][1]] if mine else lines[:1] or [1]
+            parts.append("uses " + ", ".join(f"`{i}`" for i in names[:5]))
+        # The lines are tags (the reader can open each), not text: the first definition, then
+        # the first uses.
+        first = [mine[0][1]] if mine else []
+        first += [n for n in lines if n not in first][: CODE_TAGS - len(first)]
+        first = first or [1]
         score = {"named in the brief": 4.0, "path matches the brief": 3.0}.get(why or "", 1.0)
         score += 0.2 * weight + (1.0 if why == "named in the notes" else 0.0)
         scored.append((score, _code_finding(rel, first, "; ".join(parts), score)))
@@ -377,11 +392,13 @@ def _named_files(files: list[str], brief: Brief, pool: Pool) -> dict[str, str]:
         # Only the strongest path matches: one common word must not pull in every file named so.
         if n == best or n >= 2:
             named.setdefault(rel, "path matches the brief")
-    # Paths the relevant notes name near the brief's subject, and that exist now.
+    # Paths the notes name in an item about the brief's subject (or in a note whose name is the
+    # subject), and that exist now.
     for hit in pool.topic_hits:
-        if brief.overlap(hit.text) <= 0:
-            continue
-        for mention in identifiers_in(hit.text):
+        about = brief.overlap(Path(hit.tag.ref).stem) > 0
+        texts = [i.text for i in split_items(hit.text)]
+        mentions = [m for t in texts if about or brief.overlap(t) >= 0.5 for m in identifiers_in(t)]
+        for mention in mentions:
             m = mention.strip("/")
             if "/" not in m:
                 continue
@@ -392,6 +409,7 @@ def _named_files(files: list[str], brief: Brief, pool: Pool) -> dict[str, str]:
 
 
 def _code_finding(rel: str, lines: list[int], what: str, score: float) -> Finding:
+    also = [Tag.code(rel, n) for n in lines[1:]]
     excerpt = Excerpt(
         id="",
         tag=Tag.code(rel, lines[0]),
@@ -400,7 +418,7 @@ def _code_finding(rel: str, lines: list[int], what: str, score: float) -> Findin
         score=score,
         found_by=["code"],
     )
-    return Finding(excerpt, "file", title=rel)
+    return Finding(excerpt, "file", title=rel, also=also)
 
 
 def _traced_identifiers(

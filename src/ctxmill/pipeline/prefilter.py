@@ -15,6 +15,7 @@ after it are dropped.  Each candidate keeps the queries that found it, for ``--e
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -29,8 +30,11 @@ HISTORY_WINDOW_DAYS = 3 * 365
 # by recency ranks below one any content query found.
 WEIGHTS = {"time": 0.3, "topic": 0.8, "path": 1.2, "keyword": 1.0, "semantic": 0.8}
 RRF_K = 60
-SEARCH_K = 400
+SEARCH_K = 200
 TOPIC_SECTIONS = 8
+SEMANTIC_FLOOR = 0.6  # of the best cosine score
+MIN_SAMPLE = 50  # texts below which term weights also sample raw turns
+RAW_SAMPLE = 3000
 
 
 @dataclass
@@ -81,6 +85,7 @@ def prefilter(
     recent.sort(key=lambda s: s.ended or s.started or "", reverse=True)
     rankings["time"] = [s.id for s in recent]
 
+    brief.weigh(_vocabulary_sample(store))
     topic_hits = _topic_hits(store, brief)
     vocabulary = _topic_vocabulary(topic_hits, brief)
     if vocabulary:
@@ -96,7 +101,11 @@ def prefilter(
 
     semantic = search(store, brief.text, mode="semantic", k=SEARCH_K, filters=sessions_only)
     notes += semantic.notes
-    rankings["semantic"] = _rank_sessions(semantic.hits)
+    # Vectors always have a nearest neighbour; only hits near the best one count as found.
+    best = max((h.score for h in semantic.hits), default=0.0)
+    rankings["semantic"] = _rank_sessions(
+        [h for h in semantic.hits if h.score > 0 and h.score >= SEMANTIC_FLOOR * best]
+    )
 
     candidates: dict[str, Candidate] = {}
     for query, ranking in rankings.items():
@@ -116,6 +125,18 @@ def prefilter(
         total=len(ordered),
         notes=notes,
     )
+
+
+def _vocabulary_sample(store: Store) -> list[str]:
+    """The texts term weights are computed over: the topic notes and the summaries (small,
+    written in the team's own words, and a fair sample of how common a word is)."""
+    docs = [h.text.lower() for h in store.iter_chunks(Layer.TOPIC)]
+    docs += [h.text.lower() for h in store.iter_chunks(Layer.COMPRESSED)]
+    if len(docs) < MIN_SAMPLE:
+        # A memory of transcripts only: the first turns stand in (a bounded read, not the corpus).
+        raw = (h for h in store.iter_chunks(Layer.RAW) if h.role in ("user", "assistant"))
+        docs += [h.text.lower() for h in itertools.islice(raw, RAW_SAMPLE)]
+    return docs
 
 
 def _rank_sessions(hits: list[Hit]) -> list[str]:

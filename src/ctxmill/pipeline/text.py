@@ -37,7 +37,8 @@ STEER_RE = re.compile(
 _BULLET_RE = re.compile(r"^(\s*)(?:[-*+]|\d+[.)])\s+")
 _HEADING_RE = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _FENCE_RE = re.compile(r"^\s*(`{3,}|~{3,})")
-_SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z`\"'(\[])")
+# Sentence ends, and the list markers a flattened markdown list keeps (" - ", " 2. ").
+_SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z`\"'(\[*])|\s+(?:[-*]|\d+\.)\s+(?=\S)")
 
 
 @dataclass
@@ -159,7 +160,7 @@ def kind_of_heading(heading: str) -> str:
         return "open"
     if re.search(r"decision|decided|why", h):
         return "decision"
-    if re.search(r"histor|timeline|changelog|what happened|log\b|background|past", h):
+    if re.search(r"histor|timeline|changelog|what happened|incident|post-?mortem|\bpast\b", h):
         return "history"
     if re.search(r"\bgoal|objective|task\b", h):
         return "goal"

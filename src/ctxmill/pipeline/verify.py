@@ -122,20 +122,27 @@ def rewrite(
     by_id = {e.id: e for e in candidates}
     replaced: set[str] = set()
     made: list[Entry] = []
-    for claim in claims:
+    # Reasons name the claim by number, never by its text: an unsupported claim must not reach
+    # context.md, not even in the generation record.
+    for n, claim in enumerate(claims, 1):
         text = " ".join(str(claim.get("text", "")).split())
-        cites = [str(c).strip() for c in claim.get("cite", []) if str(c).strip()]
+        raw_cites = claim.get("cite", [])
+        raw_cites = [raw_cites] if isinstance(raw_cites, str) else raw_cites
+        cites = (
+            [str(c).strip() for c in raw_cites if str(c).strip()]
+            if isinstance(raw_cites, list)
+            else []
+        )
         if not text:
-            report.dropped.append("empty claim")
+            report.dropped.append(f"claim {n}: empty")
             continue
         if not cites:
-            report.dropped.append(f"cites nothing: {text[:60]!r}")
+            report.dropped.append(f"claim {n}: cites nothing")
             continue
         unknown = [c for c in cites if c not in by_id]
         if unknown:
-            report.dropped.append(
-                f"cites {', '.join(unknown)}, which it was not given: {text[:60]!r}"
-            )
+            shown = ", ".join(c[:12] for c in unknown[:3])
+            report.dropped.append(f"claim {n}: cites {shown}, which it was not given")
             continue
         cited = [by_id[c] for c in dict.fromkeys(cites)]
         problem = support_problem(
@@ -143,7 +150,7 @@ def rewrite(
         )
         if problem:
             if not keep_unverified:
-                report.dropped.append(f"{problem}: {text[:60]!r}")
+                report.dropped.append(f"claim {n}: {problem}")
                 continue
             text += " (unverified)"
             report.unverified += 1
@@ -174,18 +181,20 @@ def parse_claims(text: str) -> list[dict[str, Any]] | None:
 
 
 def support_problem(claim: str, cited: list[str]) -> str | None:
-    """Why ``claim`` is not supported by the cited texts, or None when it is."""
+    """Why ``claim`` is not supported by the cited texts, or None when it is.
+
+    The reason never repeats what the claim invented, so it can be recorded safely."""
     source = " ".join(cited)
     lowered = source.lower()
     for number in _NUMBER_RE.findall(claim):
         if number not in source:
-            return f"number {number} is not in the cited text"
+            return "has a number that is not in the cited text"
     for ident in identifiers_in(claim):
         if ident.lower().strip("`") not in lowered:
-            return f"{ident} is not in the cited text"
+            return "names an identifier that is not in the cited text"
     want = stems(claim)
     if not want:
-        return "no content"
+        return "says nothing"
     have = stems(source)
     share = len(want & have) / len(want)
     if share < SUPPORT_THRESHOLD:
