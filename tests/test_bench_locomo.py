@@ -4,6 +4,10 @@ scoring, and an end-to-end run on a small conversation written here in LoCoMo's 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,7 @@ from ctxmill.bench.locomo import (
     EvidenceStats,
     LocomoSettings,
     load_locomo,
+    neighbour_rank,
     normalise_evidence,
     pack,
     parse_session_date,
@@ -214,7 +219,8 @@ def test_end_to_end_with_packed_search(locomo_file: Path) -> None:
 def test_end_to_end_with_built_contexts(locomo_file: Path) -> None:
     pytest.importorskip("ctxmill.pipeline", exc_type=ImportError)
     run = run_locomo(
-        locomo_file, LocomoSettings(budget=1000, context="build", embedder="hash", limit_questions=2)
+        locomo_file,
+        LocomoSettings(budget=1000, context="build", embedder="hash", limit_questions=2),
     )
     payload = run.as_json()
     assert [q["category"] for q in payload["questions"]] == [4, 4]
@@ -232,3 +238,50 @@ def test_the_real_locomo_file_loads_with_its_known_quirks() -> None:
     assert stats.split >= 1 and stats.normalised >= 1 and stats.dropped_malformed >= 1
     main = [q for c in conversations for q in c.questions if q.category != 5]
     assert 1000 <= len(main) <= 1035
+
+
+def test_neighbour_rank_lifts_turns_next_to_matches(locomo_file: Path) -> None:
+    (conv,), _ = load_locomo(locomo_file)
+    scores = {"D1:1": 0.03, "D1:3": 0.02, "D2:1": 0.025}
+    assert neighbour_rank(scores, conv.turns, 0.0) == ["D1:1", "D2:1", "D1:3"]
+    ranked = neighbour_rank(scores, conv.turns, 0.5)
+    # D1:2 sits between two matches and now outranks a lone match; D1:3 and D2:1 are in
+    # different sessions, so they do not lift each other
+    assert ranked.index("D1:2") < ranked.index("D2:1")
+    assert ranked[0] == "D1:1"
+    assert "D2:3" not in ranked  # no match next to it
+
+
+def test_locomo_cli_json_shape(locomo_file: Path, tmp_path: Path) -> None:
+    exe = shutil.which("ctxmill", path=str(Path(sys.executable).parent)) or "ctxmill"
+    log = tmp_path / "log.jsonl"
+    proc = subprocess.run(
+        [
+            exe,
+            "bench",
+            "locomo",
+            str(locomo_file),
+            "--json",
+            "--budget",
+            "80",
+            "--context",
+            "pack",
+            "--embedder",
+            "hash",
+            "--log",
+            str(log),
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    payload = json.loads(proc.stdout)
+    assert {"questions", "summary", "baselines"} <= set(payload)
+    for q in payload["questions"]:
+        assert {"sample_id", "question", "category", "evidence", "retrieved", "cited"} <= set(q)
+    assert payload["summary"]["budget"] == 80
+    (entry,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert entry["kind"] == "locomo" and "questions" not in entry
+    assert entry["summary"]["ctxmill"]["questions"] == 4

@@ -209,7 +209,7 @@ def test_pass_writes_one_summary_per_closed_session_and_folds_subagents(tmp_path
     assert names == [f"2026/{MAIN_SID}.md", "2026/short.md", "2026/tool_heavy.md"]
     for path in _summaries(mem):
         assert validate_summary(path.read_text(encoding="utf-8")) == []
-    front, body, _ = split_summary(_summaries(mem)[0].read_text(encoding="utf-8"))
+    front, _body, _ = split_summary(_summaries(mem)[0].read_text(encoding="utf-8"))
     assert front is not None and front["subagents"] == ["agent-a2898e3"]
     assert report["indexed"] is True
     # The new summaries are in the index at once, as the compressed layer.

@@ -139,6 +139,7 @@ def make_parcel(root: Path) -> Config:
                 "Reverted feat/oidc: the oidclib callback leaked refresh tokens into the request "
                 "logs through the debug logger.",
             ),
+            ("user", "Keep the session TTL at 12h for OIDC sessions too, as decided."),
         ],
     )
     _summary(
@@ -295,6 +296,8 @@ def test_topic_wins_a_conflict_with_a_summary(parcel: Config) -> None:
     assert not any("8h" in i for i in items(result.text, "## Relevant history"))
     conflicts = [i for i in items(result.text, "## Unresolved threads") if "8h" in i]
     assert conflicts and "[topic:auth.md#L" in conflicts[0] and f"[session:{OIDC}]" in conflicts[0]
+    # The re-read transcript sides with the note, so the summary is named as the wrong one.
+    assert f"[raw:{OIDC}#5]" in conflicts[0] and "the summary is wrong" in conflicts[0]
 
 
 def test_raw_decides_over_its_summary(parcel: Config) -> None:

@@ -267,18 +267,14 @@ def compress(
             return result
 
         if jobs <= 1 or len(targets) <= 1:
-            report.results += [r for r in map(one, targets)]
+            results = [one(t) for t in targets]
         else:
             with ThreadPoolExecutor(max_workers=jobs) as pool:
-                report.results += list(pool.map(one, targets))
-        report.results += worker.unchanged
+                results = list(pool.map(one, targets))
+        report.results += results
         if not dry_run:
-            for target, result in zip(targets, report.results, strict=False):
-                if result.status in ("written", "unchanged") or (
-                    result.status == "skipped" and not result.reason.startswith("budget")
-                ):
-                    for job in target.jobs:
-                        job.unlink(missing_ok=True)
+            for target, result in zip(targets, results, strict=True):
+                _settle_jobs(target, result)
             state.save()
         if runner is not None:
             report.llm = runner.usage_dict()
@@ -289,6 +285,15 @@ def compress(
         lock.release()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _settle_jobs(target: _Target, result: SessionResult) -> None:
+    """Remove the queue files a result settles; a failure or a budget stop keeps them queued."""
+    if result.status in ("written", "unchanged") or (
+        result.status == "skipped" and not result.reason.startswith("budget")
+    ):
+        for job in target.jobs:
+            job.unlink(missing_ok=True)
 
 
 def _ingest(cfg: Config, *, embed: bool, report: CompressReport) -> None:
@@ -336,6 +341,10 @@ def _select(
         gone = not original.exists()
         path = Path(rec.archive_path) if gone and rec.archive_path else original
         if not path.exists():
+            if rec.id not in existing and rec.id not in candidates:
+                report.results.append(
+                    SessionResult(rec.id, "skipped", f"transcript is gone: {rec.source_path}")
+                )
             continue
         activity = max(_epoch(rec.ended) or 0.0, 0.0 if gone else original.stat().st_mtime)
         if since_epoch is not None and activity < since_epoch:
@@ -362,7 +371,9 @@ def _select(
         if known and known.newest is not None:
             if target.original_gone and not redo:
                 # An archived copy cannot have grown since the original was summarised.
-                report.results.append(SessionResult(target.session_id, "unchanged"))
+                result = SessionResult(target.session_id, "unchanged")
+                report.results.append(result)
+                _settle_jobs(target, result)
                 continue
             target.reason = "redo" if redo else ("queued" if target.jobs else "grown")
             if (
@@ -420,11 +431,14 @@ class _Worker:
         self.max_output_tokens = max_output_tokens
         self.pacer = _Pacer(pace_s)
         self.stop = threading.Event()
-        self.unchanged: list[SessionResult] = []
         self._lock = threading.Lock()
 
     def _load(self, target: _Target) -> tuple[Session, list[Session], str] | SessionResult:
         """The session, its subagents and the sha256 of what was read; or why it was skipped."""
+        if not target.path.exists():
+            return SessionResult(
+                target.session_id, "skipped", f"transcript not found: {target.path}"
+            )
         if target.jobs and not target.original_gone:
             _settle(target.path)
         try:

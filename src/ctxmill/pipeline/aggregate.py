@@ -235,7 +235,9 @@ def assemble(
     entries += conflicts
     entries += [_code_entry(f) for f in fan.code.findings]
     if code_paths is not None:
-        entries += _vanished_paths(findings, code_paths)
+        entries += _vanished_paths(
+            [f for f in findings if brief.overlap(f.excerpt.text) >= MIN_TURN_OVERLAP], code_paths
+        )
     return Assembly(entries=entries, raw=raw, conflicts=len(conflicts))
 
 
@@ -295,6 +297,7 @@ class _Fact:
     keys: set[str]  # content stems around the value
     subject: set[str]  # content stems just before it: what the value is a value of
     text: str  # the sentence it was found in
+    past: bool = False  # stated as a former value ("was 24h", "from 24h to 12h")
 
 
 _INLINE_CODE = re.compile(r"`[^`]*`")
@@ -308,7 +311,8 @@ def facts(text: str) -> list[_Fact]:
     its own.
     """
     out: list[_Fact] = []
-    for sentence in sentences(_INLINE_CODE.sub(" ", text)):
+    for original in sentences(text):
+        sentence = _INLINE_CODE.sub(" ", original)
         for m in _QTY_RE.finditer(sentence):
             number, unit = float(m[1]), m[2].lower()
             if re.fullmatch(r"(19|20)\d\d", m[1]):
@@ -323,7 +327,8 @@ def facts(text: str) -> list[_Fact]:
             after = [w for w in words(sentence[m.end() :]) if not w.isdigit()]
             keys = _keys(before[-4:] + after[:3])
             subject = _keys(before[-3:])
-            out.append(_Fact(value, keys, subject, sentence))
+            past = bool(_PAST_RE.search(" ".join(words(sentence[: m.start()])[-4:])))
+            out.append(_Fact(value, keys, subject, original, past))
     return out
 
 
@@ -379,9 +384,9 @@ def find_conflicts(
                         section="unresolved",
                         group=UNRESOLVED_GROUPS[0],
                         text=(
-                            f"The session summary{_when(f)} says \"{clip(o_fact.text, 240)}\", but "
-                            f"the transcript says \"{clip(r_fact.text, 240)}\", as the notes do "
-                            f"(\"{clip(t_fact.text, 160)}\"): the summary is wrong; re-compress "
+                            f'The session summary{_when(f)} says "{clip(o_fact.text, 240)}", but '
+                            f'the transcript says "{clip(r_fact.text, 240)}", as the notes do '
+                            f'("{clip(t_fact.text, 160)}"): the summary is wrong; re-compress '
                             "that session."
                         ),
                         tags=_unique_tags([*topic.tags, raw_f.excerpt.tag, f.excerpt.tag]),
@@ -460,9 +465,7 @@ def find_conflicts(
 
 
 _PAST_KINDS = ("failure", "history")
-_PAST_RE = re.compile(
-    r"\b(was|were|used to|previously|formerly|originally|until|before|had been|old)\b", re.I
-)
+_PAST_RE = re.compile(r"\b(was|were|used to|previously|formerly|originally|had been|from)\b", re.I)
 
 
 def _clash(
@@ -470,7 +473,6 @@ def _clash(
 ) -> tuple[Finding, _Fact, _Fact] | None:
     """The first fact in ``against`` about the same subject with a different value."""
     for finding, theirs in against:
-        their_text = finding.excerpt.text
         for o in mine:
             for t in theirs:
                 if o.value[0] != t.value[0] or _same(o.value, t.value):
@@ -485,7 +487,7 @@ def _clash(
                 # history of the change; so does one that puts its value in the past.  A note
                 # naming the other's value as its old one does not excuse a present-tense claim
                 # of it: that claim is the stale one.
-                if _mentions(my_text, t.value) or _PAST_RE.search(o.text):
+                if _mentions(my_text, t.value) or o.past or t.past:
                     continue
                 return finding, t, o
     return None

@@ -297,7 +297,7 @@ def _summary_items(hits: list[Hit]) -> list[Item]:
 def _summary_kind(item: Item) -> str:
     kind = kind_of_heading(item.heading.split(" > ")[-1]) if item.heading else "state"
     if kind in ("state", "history"):
-        # "What happened" items that report a failure or a decision are treated as such.
+        # A "What happened" item that reports a revert or an abandoned attempt is a dead end.
         if FAILURE_RE.search(item.text) and re.search(
             r"\b(revert|abandon|fail|gave up)", item.text, re.I
         ):

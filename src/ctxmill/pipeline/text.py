@@ -174,5 +174,7 @@ def clip(text: str, limit: int) -> str:
     flat = " ".join(text.split())
     if len(flat) <= limit:
         return flat
-    cut = flat[:limit].rsplit(" ", 1)[0]
-    return cut.rstrip(",;:") + " …"
+    cut = flat[:limit].rsplit(" ", 1)[0].rstrip(",;:")
+    if cut.count("`") % 2:  # never leave an inline code span open
+        cut += "`"
+    return cut + " …"
