@@ -200,3 +200,27 @@ def test_real_local_model_goes_through_the_same_checks(tmp_path: Path) -> None:
         assert runner.usage.ok in (1, 2)
     for path in (mem / "sessions" / "compressed").rglob("*.md"):
         assert validate_summary(path.read_text(encoding="utf-8")) == []
+
+
+def test_parallel_jobs_are_paced_across_threads(tmp_path: Path) -> None:
+    mem = _memory(tmp_path, "subagent.jsonl", "tool_heavy.jsonl", "short.jsonl")
+    with ScriptedServer() as server:
+        server.enqueue(*(openai_chat(_good_summary()) for _ in range(3)))
+        started = time.perf_counter()
+        report = compress(_cfg(mem), runner=_runner(server), jobs=3, pace_s=0.4)
+        elapsed = time.perf_counter() - started
+        assert server.count(OPENAI_PATH) == 3
+    assert len(report.written) == 3
+    assert elapsed >= 0.8  # three requests, at least 0.4 s apart, although three threads were free
+
+
+def test_budget_stops_the_pass_and_keeps_the_rest_for_later(tmp_path: Path) -> None:
+    mem = _memory(tmp_path, "subagent.jsonl", "short.jsonl")
+    with ScriptedServer() as server:
+        runner = _runner(server, max_tokens_total=500)  # less than one call's worst case
+        report = compress(_cfg(mem), runner=runner)
+        assert server.requests == []  # refused before anything was sent
+    assert not report.written
+    first, second = (r.reason for r in report.results)
+    assert first.startswith("budget: token budget")
+    assert second == "budget exhausted earlier in the pass"

@@ -43,7 +43,9 @@ CONVENTIONS = """# Conventions
 - Formatting with `ruff format`.
 """
 
-DEPLOY = "# Deploy\n\n- Deploys go through `make deploy` on the bastion host.\n"
+DEPLOY = (
+    "# Deploy\n\nReviewed 2026-06-01.\n\n- Deploys go through `make deploy` on the bastion host.\n"
+)
 
 
 def _summary(
@@ -114,6 +116,15 @@ def _memory(tmp_path: Path) -> Path:
         "- Decided to move deploys to Kubernetes because the bastion host is flaky. (turn 2)",
         "- Ran `kubectl apply -f deploy/`",
     )
+    _summary(
+        folder,
+        "s4",
+        "2026-05-10T10:00:00Z",
+        "completed",
+        "- Going with `make release` on the bastion host instead of `make deploy` for deploys, "
+        "because it tags the build. (turn 7)",
+        "- Ran `make release`",
+    )
     return mem
 
 
@@ -127,7 +138,7 @@ def test_extractive_proposals_as_a_diff_with_session_tags(tmp_path: Path) -> Non
     mem = _memory(tmp_path)
     plan = propose(load_config(mem, discover=False))
     diff = plan.diff()
-    assert plan.summaries_read == 3
+    assert plan.summaries_read == 4
     # The TTL decision contradicts the topic's 12h line and replaces it.
     assert "-- Session TTL is 12h: `SESSION_TTL_SECONDS = 43200` in `app/settings.py`.\n" in diff
     assert (
@@ -151,7 +162,9 @@ def test_extractive_proposals_as_a_diff_with_session_tags(tmp_path: Path) -> Non
     assert [p.line for p in plan.unplaced] == [
         "Chose Redis streams for the invoice queue because they keep ordering per customer."
     ]
+    # The deploy note was reviewed after that session ended: its author has seen it.
     assert "deploy.md" not in diff
+    assert [p.session_id for p in plan.older] == ["s4"]
 
 
 def test_apply_writes_topics_only_and_a_second_run_proposes_nothing(tmp_path: Path) -> None:

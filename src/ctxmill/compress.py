@@ -820,6 +820,12 @@ _DECISION_STRONG = re.compile(
     r"let's keep|keep using|stick with|the plan is|approach is)\b",
     re.IGNORECASE,
 )
+# What a user tells the agent to do or not to do is a decision, with or without the word.
+_USER_DIRECTIVE = re.compile(
+    r"\b(i don't want|i do not want|i'm not shipping|not shipping|we need|we must|must not|"
+    r"don't use|do not use|never|no more|revert|keep (?:the|it|using)|decide[sd]?)\b",
+    re.IGNORECASE,
+)
 _DECISION_WEAK = re.compile(r"\b(we'll|we will|let's|plan|approach|use)\b", re.IGNORECASE)
 _WHY = re.compile(
     r"\b(because|since|so that|due to|in order to|to avoid|to keep|otherwise|which means)\b",
@@ -837,7 +843,7 @@ _OPEN = re.compile(
     r"\b(todo(?!\.\w)|to-do|fixme|follow[- ]?up|next steps?|remaining|still need\w*|still to|not yet|"
     r"left to|open question|pending|unresolved|we should|you (?:may|might|could) want|"
     r"consider|later|future|out of scope|deferred|postpone\w*|haven't|has not been|"
-    r"needs? to be)\b",
+    r"needs? to be|comes? first|i'll do that|will do that|tomorrow|next time)\b",
     re.IGNORECASE,
 )
 _DONE = re.compile(
@@ -1109,6 +1115,8 @@ def _said(session: Session, items: dict[str, list[_Item]]) -> None:
             section, score = None, 0.0
             if s.endswith("?"):
                 pass  # a question decides nothing; it may still be an open thread below
+            elif user and _USER_DIRECTIVE.search(s):
+                section, score = "Decisions and why", 2.5 + why
             elif _FAIL_STRONG.search(s):
                 section, score = "Failed attempts and why", 2.0 + why
             elif _DECISION_STRONG.search(s):

@@ -63,6 +63,7 @@ _VALUE_RE = re.compile(
     re.IGNORECASE,
 )
 _CODE_RE = re.compile(r"`([^`]+)`")
+_DATE_RE = re.compile(r"\b(20\d\d-[01]\d-[0-3]\d)\b")
 _WORD_RE = re.compile(r"[A-Za-z][A-Za-z0-9_./-]{2,}")
 _STOP = frozenset(
     """the and for with that this from into when then than have has had was were are not but
@@ -109,6 +110,7 @@ class PromotePlan:
     topics_dir: Path
     proposals: list[Proposal] = field(default_factory=list)
     unplaced: list[Proposal] = field(default_factory=list)
+    older: list[Proposal] = field(default_factory=list)  # the topic was curated after the session
     dropped: list[str] = field(default_factory=list)  # why model proposals were refused
     summaries_read: int = 0
 
@@ -140,6 +142,7 @@ class PromotePlan:
             "summaries_read": self.summaries_read,
             "proposals": [p.as_json(self.topics_dir) for p in self.proposals],
             "unplaced": [p.as_json(self.topics_dir) for p in self.unplaced],
+            "older_than_topic": [p.as_json(self.topics_dir) for p in self.older],
             "dropped": self.dropped,
             "diff": self.diff(),
         }
@@ -161,6 +164,7 @@ class _Topic:
     lines: list[str]
     words: Counter[str]
     name_words: set[str]
+    as_of: str | None  # the latest YYYY-MM-DD the note mentions: it was curated up to then
 
 
 def propose(
@@ -238,7 +242,10 @@ def _read_topics(topics_dir: Path) -> list[_Topic]:
         name_words = _words(path.stem.replace("-", " ").replace("_", " "))
         heading_words = [w for ln in text.splitlines() if ln.startswith("#") for w in _words(ln)]
         words = Counter(_words(text)) + Counter(heading_words)
-        topics.append(_Topic(path, text, text.splitlines(), words, set(name_words)))
+        dates = _DATE_RE.findall(text)
+        topics.append(
+            _Topic(path, text, text.splitlines(), words, set(name_words), max(dates, default=None))
+        )
     return topics
 
 
@@ -409,6 +416,11 @@ def _place(
                 continue
             cand.topic = topic.path
         if topic is not None:
+            if topic.as_of and cand.date and cand.date <= topic.as_of:
+                # The note was curated on or after the session ended: its author has seen what
+                # the session decided, and where they differ the topic wins.
+                plan.older.append(cand)
+                continue
             if any(_similar(words, set(_words(ln))) for ln in topic.lines):
                 continue  # the topic already says it
             if cand.replaces is None:

@@ -24,6 +24,11 @@ def bench_group() -> None:
     """
 
 
+def _note(message: str) -> None:
+    """One line on stderr, never wrapped."""
+    click.echo(f"ctxmill: {message}", err=True)
+
+
 def _log_paths(log: Path | None) -> list[Path]:
     from ctxmill.bench.results import default_log
 
@@ -85,7 +90,7 @@ def golden_cmd(
     def progress(task: Any) -> None:
         if not as_json:
             cov = f"{task.coverage:.2f}"
-            err.print(f"ctxmill: {task.set}/{task.id}: coverage {cov} ({task.seconds:.1f}s)")
+            _note(f"{task.set}/{task.id}: coverage {cov} ({task.seconds:.1f}s)")
 
     try:
         run = run_golden(
@@ -95,7 +100,7 @@ def golden_cmd(
             keep_dir=keep,
             embedder=embedder,
             on_task=progress,
-            on_note=lambda m: err.print(f"ctxmill: {m}", markup=False),
+            on_note=_note,
         )
     except GoldenError as exc:
         raise Failure(str(exc)) from exc
@@ -113,10 +118,10 @@ def golden_cmd(
     else:
         _print_golden(payload, threshold)
     if avg is None:
-        err.print("ctxmill: no task was scored (every set skipped); nothing to gate on")
+        _note("no task was scored (every set skipped); nothing to gate on")
         return
     if avg < threshold:
-        err.print(f"ctxmill: average coverage {avg:.3f} is below the threshold {threshold:g}")
+        _note(f"average coverage {avg:.3f} is below the threshold {threshold:g}")
         raise SystemExit(1)
 
 
@@ -151,7 +156,7 @@ def _print_golden(payload: dict[str, Any], threshold: float) -> None:
         )
     out.print(table)
     for s in payload["skipped"]:
-        err.print(f"ctxmill: skipped set {s['set']}: {s['reason']}", markup=False)
+        _note(f"skipped set {s['set']}: {s['reason']}")
 
 
 @bench_group.command("report")
@@ -178,7 +183,7 @@ def report_cmd(log: Path | None, output: Path) -> None:
         raise Failure(f"no results log at {path}; run `ctxmill bench golden DIR` first")
     entries, skipped = read(path)
     if skipped:
-        err.print(f"ctxmill: skipped {skipped} unreadable lines in {path}")
+        _note(f"skipped {skipped} unreadable lines in {path}")
     output.write_text(render_report(entries), encoding="utf-8")
     out.print(f"wrote {output} ({len(entries)} runs from {path})", markup=False)
 

@@ -13,9 +13,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ctxmill.cli import Failure, cli, err, json_option, memory_options, out
+from ctxmill.compress import DEFAULT_WINDOW
 from ctxmill.config import Config, ConfigError, home_dir, load_config
-
-WINDOW_DEFAULT = 12_000
 
 
 def _runner(
@@ -105,7 +104,7 @@ def _llm_options(fn: Any) -> Any:
 @click.option(
     "--window",
     type=click.IntRange(500),
-    default=WINDOW_DEFAULT,
+    default=DEFAULT_WINDOW,
     show_default=True,
     help="Transcript tokens per model call; longer sessions are split and merged.",
 )
@@ -339,15 +338,16 @@ def promote_cmd(
         click.echo(diff, nl=False)
     for reason in plan.dropped:
         click.echo(f"ctxmill: dropped: {reason}", err=True)
-    err.print(
+    click.echo(
         f"ctxmill: {len(plan.proposals)} proposals from {plan.summaries_read} summaries; "
-        f"{len(plan.unplaced)} matched no topic file",
-        markup=False,
+        f"{len(plan.unplaced)} matched no topic file, {len(plan.older)} are older than the topic "
+        "they concern (curated since)",
+        err=True,
     )
     if written:
-        err.print(f"ctxmill: applied to {', '.join(str(p) for p in written)}", markup=False)
+        click.echo(f"ctxmill: applied to {', '.join(str(p) for p in written)}", err=True)
     elif plan.proposals and not do_apply:
-        err.print("ctxmill: review the diff, then run again with --apply to write it")
+        click.echo("ctxmill: review the diff, then run again with --apply to write it", err=True)
 
 
 @cli.group("hook")
@@ -377,7 +377,7 @@ def session_end_cmd(memory: Path | None, no_worker: bool) -> None:
         try:
             memory_root: Path | None = load_config(memory).memory_root
         except ConfigError as exc:
-            err.print(f"ctxmill: hook: {exc}; queued without a memory root", markup=False)
+            click.echo(f"ctxmill: hook: {exc}; queued without a memory root", err=True)
             memory_root = memory.resolve() if memory else None
         session_end(raw, home_dir(), memory_root, worker=not no_worker)
     except Exception as exc:  # a hook must never break the session that called it
