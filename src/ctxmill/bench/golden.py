@@ -289,7 +289,16 @@ def store_resolver(cfg: Config, store: Store) -> Resolver:
         hits = store.chunks_for_tag(tag)
         if not hits:
             return None
-        return "\n".join(f"{h.title or ''}\n{h.text}" for h in hits)
+        # A rendered excerpt may label itself with what the index knows of its span (role, date,
+        # session, title); those words are supported by the span's record, so they count as cited.
+        return "\n".join(
+            " ".join(
+                x
+                for x in (h.role, (h.timestamp or "")[:10], h.session_id, h.title, "\n", h.text)
+                if x
+            )
+            for h in hits
+        )
 
     return resolve
 

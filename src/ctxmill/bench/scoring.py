@@ -22,6 +22,8 @@ Precision
     summary, a code window) and whose text is supported by those spans: at least
     :data:`SUPPORT_THRESHOLD` of the unit's content words occur in the cited text.  An extractive
     excerpt scores 1.0; a sentence an LLM invented, or a tag pasted onto unrelated text, does not.
+    (What a tag resolves to is the resolver's business: the golden benchmark's includes a raw
+    turn's role, date and session id, which renderers print as the excerpt's label.)
 """
 
 from __future__ import annotations
