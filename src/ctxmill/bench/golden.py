@@ -307,7 +307,7 @@ def store_resolver(cfg: Config, store: Store) -> Resolver:
 
 
 @contextlib.contextmanager
-def _isolated_home(home: Path) -> Iterator[None]:
+def isolated_home(home: Path) -> Iterator[None]:
     """Point CTXMILL_HOME at ``home`` for the duration (the pipeline may write run records)."""
     before = os.environ.get("CTXMILL_HOME")
     os.environ["CTXMILL_HOME"] = str(home)
@@ -381,7 +381,7 @@ def _run_set(
         )
         if embedder:
             cfg.embedder = embedder
-        with _isolated_home(home):
+        with isolated_home(home):
             ingest(cfg, embed=cfg.embedder != "none")
             store = open_store(cfg)
             try:

@@ -38,9 +38,7 @@ is counted and reported.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import tempfile
 import time
@@ -50,6 +48,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ctxmill.bench.golden import isolated_home
 from ctxmill.config import Config
 from ctxmill.model import TAG_IN_TEXT_RE, Layer, Tag
 from ctxmill.store import Filters, Store, open_store
@@ -505,19 +504,6 @@ class LocomoRun:
         }
 
 
-@contextlib.contextmanager
-def _home(home: Path) -> Iterator[None]:
-    before = os.environ.get("CTXMILL_HOME")
-    os.environ["CTXMILL_HOME"] = str(home)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("CTXMILL_HOME", None)
-        else:
-            os.environ["CTXMILL_HOME"] = before
-
-
 def run_locomo(
     path: Path,
     settings: LocomoSettings,
@@ -560,7 +546,7 @@ def run_locomo(
                 cfg = replace(cfg, embedder=settings.embedder)
             cfg.home.mkdir(parents=True, exist_ok=True)
             tag_map = write_transcripts(conv, cfg.raw_dir)
-            with _home(cfg.home):
+            with isolated_home(cfg.home):
                 t0 = time.perf_counter()
                 ingest(cfg, embed=cfg.embedder != "none")
                 timings["ingest"] += time.perf_counter() - t0
