@@ -180,3 +180,4 @@ from ctxmill.cli import build as _build  # noqa: E402,F401
 from ctxmill.cli import compress as _compress  # noqa: E402,F401
 from ctxmill.cli import distill as _distill  # noqa: E402,F401
 from ctxmill.cli import index as _index  # noqa: E402,F401  (registers the index commands)
+from ctxmill.cli import keys as _keys  # noqa: E402,F401
