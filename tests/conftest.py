@@ -35,6 +35,7 @@ def isolated_env(
         "ANTHROPIC_API_KEY",
         "OPENAI_API_KEY",
         "XDG_CONFIG_HOME",
+        "XDG_DATA_HOME",
     ):
         monkeypatch.delenv(var, raising=False)
     yield home

@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 import pytest
+from corpus import make_memory
 
 from ctxmill import embed
 from ctxmill.embed import (
@@ -21,6 +22,8 @@ from ctxmill.embed import (
     get_embedder,
     model_dir,
 )
+from ctxmill.ingest import ingest
+from ctxmill.store import open_store
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +56,7 @@ def test_provenance_hashes_match_the_shipped_files() -> None:
 
 def test_static_vectors_are_unit_float32_rows(static: StaticEmbedder) -> None:
     vectors = static.embed(["database migration failed", "refactor the auth module", "x"])
-    assert static.name == "m2v-minilm"
+    assert re.fullmatch(r"m2v-minilm@[0-9a-f]{8}", static.name)
     assert vectors.shape == (3, static.dim) == (3, 256)
     assert vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
@@ -238,3 +241,54 @@ def test_top_k_over_real_embeddings(static: StaticEmbedder) -> None:
     matrix = static.embed(docs)
     query = static.embed(["why did we stop using that auth library? tokens in logs"])[0]
     assert cosine_top_k(query, matrix, 1)[0][0] == 1
+
+
+# -- the model's version in the embedder's name ---------------------------------------------------
+
+
+def copy_model(tmp_path: Path) -> Path:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in embed.MODEL_FILES:
+        (folder / name).write_bytes((model_dir() / name).read_bytes())
+    return folder
+
+
+def test_static_name_changes_with_the_model_files(tmp_path: Path) -> None:
+    folder = copy_model(tmp_path)
+    name = StaticEmbedder(folder).name
+    assert name == StaticEmbedder().name  # the same files: the same name
+    config = folder / "config.json"
+    config.write_text(config.read_text() + "\n")
+    changed = StaticEmbedder(folder).name
+    assert changed != name and changed.startswith("m2v-minilm@")
+
+
+def test_a_recorded_name_finds_its_embedder_only_while_the_model_is_the_same() -> None:
+    current = StaticEmbedder().name
+    assert get_embedder(current).name == current
+    with pytest.raises(EmbedderError, match=r"made by m2v-minilm@00000000.*run `ctxmill ingest`"):
+        get_embedder("m2v-minilm@00000000")
+    assert get_embedder("hash").name == "hash"
+
+
+def test_a_changed_model_is_embedded_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = copy_model(tmp_path)
+    monkeypatch.setattr(embed, "_REGISTRY", dict(embed._REGISTRY))
+    embed.register_embedder("m2v-test", lambda: StaticEmbedder(folder, name="m2v-test"))
+    cfg = make_memory(tmp_path / "memory")
+    cfg.embedder = "m2v-test"
+    first = ingest(cfg)
+    assert first.vectors_added > 0
+    assert ingest(cfg).vectors_added == 0
+    store = open_store(cfg)
+    before = store.embedder_name()
+    store.close()
+    config = folder / "config.json"
+    config.write_text(config.read_text() + "\n")  # a new release of the model
+    again = ingest(cfg)
+    assert again.vectors_added == first.vectors_added  # every vector made again
+    store = open_store(cfg)
+    after = store.embedder_name()
+    store.close()
+    assert before != after and after == StaticEmbedder(folder, name="m2v-test").name

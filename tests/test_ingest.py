@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
 import os
 import sqlite3
@@ -10,15 +11,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from corpus import SID, SID2, assistant, make_memory, record, session_records, user, write_jsonl
 from filelock import FileLock
 
 from ctxmill.config import Config
-from ctxmill.ingest import IngestBusy, forget, ingest, reindex
+from ctxmill.ingest import IngestBusy, forget, ingest, reindex, worker_count
 from ctxmill.model import Layer, Tag
-from ctxmill.store import Filters, StoreError, open_store
+from ctxmill.store import Filters, SQLiteStore, StoreError, open_store
+
+# The package binds ``ctxmill.ingest`` to the API function; the module is in sys.modules.
+ingest_module = importlib.import_module("ctxmill.ingest")
 
 
 def index_rows(cfg: Config) -> set[tuple[str, str]]:
@@ -255,3 +260,190 @@ def test_kill_mid_ingest_then_reingest_equals_a_clean_run(tmp_path: Path) -> Non
     db.close()
     reindex(cfg)
     assert index_rows(cfg) == killed
+
+
+# -- large ingests: worker processes and a bulk load of the FTS index ---------------------------
+
+
+def many_sessions(cfg: Config, n: int) -> None:
+    """``n`` more transcripts, one with a secret in a tool output, beside make_memory's one."""
+    key = "sk-ant-api03-" + "Zq8Wn3Rt6Yb1Kc4Vx7Lm0Pd2" + "Hs5Jf9Ga3Ue6"
+    for i in range(n):
+        sid = f"bbbbbbbb-0000-4000-8000-{i:012d}"
+        extra = [user(6, f"run it with ANTHROPIC_API_KEY={key} please", sid)] if i == 3 else []
+        write_jsonl(
+            cfg.transcript_dirs[0] / f"-home-dev-p{i % 3}" / f"{sid}.jsonl",
+            session_records(sid, extra=extra),
+        )
+
+
+def fts_settings(cfg: Config) -> tuple[dict[str, int], str | None]:
+    db = sqlite3.connect(cfg.index_path)
+    try:
+        config = dict(db.execute("SELECT k, v FROM chunks_fts_config WHERE k != 'version'"))
+        mark = db.execute("SELECT value FROM meta WHERE key = 'bulk_load'").fetchone()
+    finally:
+        db.close()
+    return config, mark[0] if mark else None
+
+
+def archives(cfg: Config) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(cfg.raw_dir)): gzip.decompress(p.read_bytes())
+        for p in cfg.raw_dir.rglob("*.gz")
+    }
+
+
+def test_worker_processes_build_the_same_index_and_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = make_memory(tmp_path)
+    many_sessions(cfg, 12)
+    monkeypatch.setattr(ingest_module, "LARGE_INGEST_BYTES", 0)
+    report = ingest(cfg, workers=2)
+    assert report.workers == 2 and report.sessions == 13 and report.problems == []
+    assert report.secrets_redacted == 1
+    parallel, copies = index_rows(cfg), archives(cfg)
+    # The bulk load is over: FTS merges as usual again, and its index is one merged segment.
+    assert fts_settings(cfg) == ({"automerge": 4, "crisismerge": 16}, None)
+    reindex(cfg, workers=0)
+    assert index_rows(cfg) == parallel
+    assert archives(cfg) == copies and len(copies) == 13
+    assert not any(b"Zq8Wn3Rt6Yb1Kc4Vx7Lm0Pd2" in data for data in copies.values())
+    assert ingest(cfg, workers=2).files_read == 0
+
+
+def test_a_bulk_load_left_open_by_a_killed_ingest_is_finished(tmp_path: Path) -> None:
+    cfg = make_memory(tmp_path)
+    ingest(cfg)
+    store = open_store(cfg)
+    assert isinstance(store, SQLiteStore)
+    store.begin_bulk_load()
+    store.close()  # as a kill would leave it: merging off, the mark set
+    assert fts_settings(cfg) == ({"automerge": 0, "crisismerge": 1999}, "1")
+    report = ingest(cfg)
+    assert report.files_read == 0
+    assert fts_settings(cfg) == ({"automerge": 4, "crisismerge": 16}, None)
+
+
+def test_a_tail_whose_commit_failed_is_archived_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = make_memory(tmp_path)
+    ingest(cfg)
+    path = transcript(cfg)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(user(7, "Also check the CSV variant of the export.")) + "\n")
+    write_archive = ingest_module._Ingest._archive
+
+    def archive_then_fail(self: Any, *args: Any) -> None:
+        write_archive(self, *args)  # the tail is appended to the copy ...
+        raise OSError(28, "No space left on device")  # ... and the transaction rolls back
+
+    monkeypatch.setattr(ingest_module._Ingest, "_archive", archive_then_fail)
+    failed = ingest(cfg)
+    assert failed.files_read == 0 and any("No space left" in p for p in failed.problems)
+    monkeypatch.setattr(ingest_module._Ingest, "_archive", write_archive)
+    assert ingest(cfg).files_tailed == 1
+    (copy,) = archives(cfg).values()
+    assert copy == path.read_bytes()
+
+
+def test_worker_count_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CTXMILL_INGEST_WORKERS", "3")
+    assert worker_count() == 3
+    assert worker_count(0) == 0
+    monkeypatch.setenv("CTXMILL_INGEST_WORKERS", "many")
+    with pytest.raises(ValueError, match="CTXMILL_INGEST_WORKERS must be a whole number"):
+        worker_count()
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc (Linux)")
+def test_killing_an_ingest_with_workers_leaves_no_worker_behind(tmp_path: Path) -> None:
+    cfg = make_memory(tmp_path / "a")
+    many_sessions(cfg, 60)
+    started = tmp_path / "started"
+    # Commits are slowed down so that the kill lands while workers are reading ahead.
+    code = (
+        "import importlib, pathlib, sys, time\n"
+        "from ctxmill.config import Config\n"
+        "ingest_module = importlib.import_module('ctxmill.ingest')\n"
+        "ingest_module.LARGE_INGEST_BYTES = 0\n"
+        "commit = ingest_module._Ingest._commit\n"
+        "def slow_commit(self, job, read):\n"
+        "    commit(self, job, read)\n"
+        "    pathlib.Path(sys.argv[2]).touch()\n"
+        "    time.sleep(0.05)\n"
+        "ingest_module._Ingest._commit = slow_commit\n"
+        "root = pathlib.Path(sys.argv[1])\n"
+        "cfg = Config(memory_root=root/'memory', code_root=root/'code',"
+        " transcript_dirs=[root/'claude'/'projects'], discover=False, embedder='none')\n"
+        "if __name__ == '__main__':\n"
+        "    ingest_module.ingest(cfg, workers=2)\n"
+    )
+    script = tmp_path / "run_ingest.py"
+    script.write_text(code, encoding="utf-8")
+    mark = f"ctxmill-test-{os.getpid()}-{time.monotonic_ns()}"
+    env = dict(os.environ, CTXMILL_TEST_MARK=mark)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "a"), str(started)], env=env
+    )
+    deadline = time.monotonic() + 60
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists() and proc.poll() is None
+    # the ingest, its two workers and multiprocessing's resource tracker
+    assert len(_marked_processes(mark)) >= 3
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while (left := _marked_processes(mark)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert left == []
+    ingest(cfg)
+    killed = index_rows(cfg)
+    reindex(cfg)
+    assert index_rows(cfg) == killed
+
+
+def test_a_script_without_a_main_guard_still_ingests_and_is_told_why(tmp_path: Path) -> None:
+    cfg = make_memory(tmp_path / "a")
+    many_sessions(cfg, 4)
+    # Each worker imports this script first, and so calls ingest() again at once.
+    code = (
+        "import importlib, pathlib, sys\n"
+        "from ctxmill.config import Config\n"
+        "ingest_module = importlib.import_module('ctxmill.ingest')\n"
+        "ingest_module.LARGE_INGEST_BYTES = 0\n"
+        "root = pathlib.Path(sys.argv[1])\n"
+        "cfg = Config(memory_root=root/'memory', code_root=root/'code',"
+        " transcript_dirs=[root/'claude'/'projects'], discover=False, embedder='none')\n"
+        "report = ingest_module.ingest(cfg, workers=2)\n"
+        "print('sessions', report.sessions)\n"
+    )
+    script = tmp_path / "unguarded.py"
+    script.write_text(code, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "sessions 5" in done.stdout
+    assert "if __name__ == '__main__':" in done.stderr
+
+
+def _marked_processes(mark: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if f"CTXMILL_TEST_MARK={mark}".encode() in environ.split(b"\0"):
+            found.append(int(proc.name))
+    return found

@@ -75,6 +75,7 @@ CASES = [
     (r.URL_PASSWORD, f"DATABASE_URL=postgres://app:{PASSWORD}@db.internal:5432/x", PASSWORD),
     (r.SECRET_ASSIGNMENT, f'password = "{PASSWORD}"', PASSWORD),
     (r.SECRET_ASSIGNMENT, f"  client_secret: {PASSWORD}", PASSWORD),
+    (r.SECRET_ASSIGNMENT, f'{{"SECRET": "{PASSWORD}"}}', PASSWORD),
     (r.SECRET_ASSIGNMENT, f'{{"api_key": "{PASSWORD}"}}', PASSWORD),
     (r.SECRET_ASSIGNMENT, f"DEPLOY_TOKEN={PASSWORD}", PASSWORD),
     (r.SECRET_ASSIGNMENT, f"SECRET_KEY = 'django-insecure-{PASSWORD}'", PASSWORD),
@@ -201,6 +202,22 @@ def test_bad_input_does_not_crash() -> None:
     assert n == 1 and GH_CLASSIC not in out
     assert redact("") == ("", 0)
     assert redact("short") == ("short", 0)
+
+
+def test_bytes_are_redacted_as_their_text_is() -> None:
+    lines = [json.dumps({"type": "user", "text": text}) for _, text, _ in CASES]
+    data = ("\n".join(lines) + "\n→ done\n").encode()
+    out, n = r.redact_utf8(data)
+    expected, count = redact(data.decode())
+    assert (out, n) == (expected.encode(), count) and n >= len(CASES)
+    for _, _, secret in CASES:
+        assert secret.encode() not in out
+    # Bad UTF-8 comes back as U+FFFD, as a lenient decode would give it.
+    damaged = b"\xff\xfe token: " + STRIPE.encode() + b" \xc3"
+    out, n = r.redact_utf8(damaged)
+    assert n == 1 and out == redact(damaged.decode("utf-8", "replace"))[0].encode()
+    clean = b"nothing secret here, just tokens and keys"
+    assert r.redact_utf8(clean) == (clean, 0)
 
 
 def test_entropy_threshold_decides_assignments() -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
 import pytest
 
+from ctxmill.embed import HashEmbedder
 from ctxmill.model import Chunk, Layer, Tag
 from ctxmill.search import date_window, rrf, search
 from ctxmill.store import Filters, Hit, SQLiteStore
@@ -68,3 +70,36 @@ def test_auto_routes_dated_queries_to_keyword_in_that_period(tmp_path: Path) -> 
     ].tag == Tag.raw("a", 1)
     with pytest.raises(ValueError):
         search(store, "x", mode="fuzzy")
+
+
+def test_hybrid_marks_terms_in_the_hits_it_keeps_and_only_those(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(tmp_path / "i.db")
+    embedder = HashEmbedder()
+    texts = [f"retry the invoice export, attempt {i}" for i in range(1, 30)]
+    texts += ["the ledger closes at midnight", "nightly backup of the ledger"]
+    with store.transaction():
+        store.add_chunks(
+            [Chunk(Layer.RAW, Tag.raw("s", i), text) for i, text in enumerate(texts, 1)]
+        )
+        store.set_embedder(embedder.name, embedder.dim)
+        missing = store.missing_vectors()
+        vectors = embedder.embed([text for _, text in missing])
+        store.put_vectors([(digest, vectors[i]) for i, (digest, _) in enumerate(missing)])
+    marked: list[int] = []
+    real = store.keyword_snippets
+
+    def spy(query: str, hits: Sequence[Hit]) -> None:
+        marked.append(len(hits))
+        real(query, hits)
+
+    monkeypatch.setattr(store, "keyword_snippets", spy)
+    result = search(store, "ledger backup", mode="hybrid", k=4, embedder=embedder)
+    assert result.mode == "hybrid" and len(result.hits) == 4
+    assert marked == [sum("keyword" in h.found_by for h in result.hits)]
+    found = {str(h.tag): h for h in result.hits}
+    assert "«backup»" in found["[raw:s#31]"].snippet
+    assert "«ledger»" in found["[raw:s#30]"].snippet
+    others = [h for h in result.hits if "keyword" not in h.found_by]
+    assert others and all(h.snippet and "«" not in h.snippet for h in others)

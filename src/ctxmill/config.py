@@ -66,6 +66,7 @@ class Config:
     memory_root: Path
     code_root: Path | None = None
     transcript_dirs: list[Path] = field(default_factory=list)  # extra agent folders
+    aider_projects: list[Path] = field(default_factory=list)  # repos with .aider.chat.history.md
     discover: bool = True
     embedder: str = "m2v-minilm"  # "none" turns semantic search off
     budget: int = 50_000
@@ -96,8 +97,12 @@ class Config:
     def agent_dirs(self) -> list[tuple[str, Path]]:
         """(agent, folder) pairs to read transcripts from: configured ones, then discovered ones."""
         found: list[tuple[str, Path]] = [(_guess_agent(p), p) for p in self.transcript_dirs]
+        found += [("aider", p) for p in self.aider_projects]
         if self.discover:
             found.extend(discover_agent_dirs())
+            # aider keeps its history in the repository itself; the code root is the one we know.
+            if self.code_root is not None and (self.code_root / ".aider.chat.history.md").is_file():
+                found.append(("aider", self.code_root))
         unique: dict[Path, str] = {}
         for agent, path in found:
             if path.is_dir():
@@ -111,6 +116,10 @@ def _guess_agent(path: Path) -> str:
         return "codex"
     if "specstory" in text:
         return "specstory"
+    if ".gemini" in text:
+        return "gemini"
+    if "opencode" in text:
+        return "opencode"
     return "claude-code"
 
 
@@ -123,6 +132,9 @@ def discover_agent_dirs() -> list[tuple[str, Path]]:
     dirs += [("claude-code", Path(root).expanduser() / "projects") for root in claude_roots]
     codex_home = Path(os.environ.get("CODEX_HOME", home / ".codex")).expanduser()
     dirs.append(("codex", codex_home / "sessions"))
+    dirs.append(("gemini", home / ".gemini" / "tmp"))
+    data_home = Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share").expanduser()
+    dirs.append(("opencode", data_home / "opencode"))
     return [(agent, path) for agent, path in dirs if path.is_dir()]
 
 
@@ -189,6 +201,7 @@ def load_config(
             memory_root=memory_root,
             code_root=code_root,
             transcript_dirs=[path_of(p) for p in src.get("paths", [])],
+            aider_projects=[path_of(p) for p in src.get("aider", [])],
             discover=bool(src.get("discover", True)) if discover is None else discover,
             embedder=str(index.get("embedder", "m2v-minilm")),
             budget=int(build.get("budget", 50_000)),

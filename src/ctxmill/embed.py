@@ -7,7 +7,9 @@ Two embedders are built in, looked up by name through :func:`get_embedder`:
     (``ctxmill/data/m2v-minilm``, made by ``scripts/make_static_model.py``).  A text's vector is
     the mean of its tokens' vectors, so embedding needs no transformer, no torch and no network,
     and runs at thousands of chunks a second on two cores.  model2vec is imported on first use
-    only, which keeps CLI start-up fast.
+    only, which keeps CLI start-up fast.  Its ``name`` carries a short hash of the model's files
+    (``m2v-minilm@1a2b3c4d``): the index records that name with its vectors, so a changed model
+    makes the next ingest embed everything again instead of mixing two models' vectors.
 ``hash``
     A dependency-free bag of hashed words.  Deterministic across processes and machines; it
     matches words, not meanings.  Tests use it, and it is the one to pick where the model is absent.
@@ -80,6 +82,23 @@ def _safetensors_dim(path: Path) -> int:
     return int(header["embeddings"]["shape"][1])
 
 
+def model_version(path: Path) -> str:
+    """A short hash of the files a model directory is loaded from."""
+    stamps = tuple((name, (path / name).stat()) for name in MODEL_FILES)
+    return _model_version(path.resolve(), tuple((n, s.st_size, s.st_mtime_ns) for n, s in stamps))
+
+
+@lru_cache(maxsize=8)
+def _model_version(path: Path, stamps: tuple[tuple[str, int, int], ...]) -> str:
+    # Cached by size and mtime: search may create an embedder per query, and hashing the model
+    # (~8 MB) each time would cost more than the query.
+    digest = hashlib.sha256()
+    for name, _, _ in stamps:
+        digest.update(name.encode() + b"\0")
+        digest.update(hashlib.sha256((path / name).read_bytes()).digest())
+    return digest.hexdigest()[:8]
+
+
 @lru_cache(maxsize=4)
 def _load_static_model(path: Path) -> StaticModel:
     """One loaded model per directory and process: callers such as search may ask the registry
@@ -115,7 +134,7 @@ class StaticEmbedder:
                 f"embedding model {name!r} is missing {', '.join(missing)} in {self.path} "
                 "(reinstall ctxmill or run scripts/make_static_model.py; the 'hash' embedder needs none)"
             )
-        self.name = name
+        self.name = f"{name}@{model_version(self.path)}"
         self.dim = _safetensors_dim(self.path / "model.safetensors")
         self.max_tokens = max_tokens
         self.batch_size = batch_size
@@ -190,13 +209,26 @@ def embedder_names() -> list[str]:
 
 def get_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:
     """The embedder registered under ``name``; :class:`EmbedderError` for an unknown name or a
-    model whose files are missing."""
+    model whose files are missing.
+
+    ``name`` may also be an embedder's full name as an index records it (``m2v-minilm@1a2b3c4d``):
+    that is an error when the installed model is no longer the one that made the vectors.
+    """
     factory = _REGISTRY.get(name)
+    base, _, version = name.partition("@")
+    if factory is None and version:
+        factory = _REGISTRY.get(base)
     if factory is None:
         raise EmbedderError(
-            f"unknown embedder {name!r}; choose one of: {', '.join(embedder_names())}"
+            f"unknown embedder {base!r}; choose one of: {', '.join(embedder_names())}"
         )
-    return factory()
+    embedder = factory()
+    if version and name not in _REGISTRY and embedder.name != name:
+        raise EmbedderError(
+            f"the index's vectors were made by {name}, but the installed model is "
+            f"{embedder.name}; run `ctxmill ingest` to embed again"
+        )
+    return embedder
 
 
 def cosine_top_k(query: np.ndarray, matrix: np.ndarray, k: int) -> list[tuple[int, float]]:

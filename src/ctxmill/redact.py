@@ -4,15 +4,17 @@
 replacement holds no quote and no backslash, and no pattern ends inside an escape sequence or takes
 a quote, so a redacted JSON line is still valid JSON; redacting twice changes nothing more.
 
-It runs over every transcript line at ingest, so almost all of its time goes into proving that a
-line holds no secret.  That proof is one pass, not one pass per pattern: the line is UTF-8 encoded
-and sent through one ``bytes.translate`` that folds ASCII case and maps some of the rarer letters
-(k w x y c g, and upper-case A: the "anchors") to the single byte ``\\x01``.  Every trigger
-(``sk-``, ``ghp_``, ``token``, ``-----BEGIN`` …) contains an anchor, so one regex that starts with
-that byte finds every trigger in one scan, and the regex engine only stops at anchors.  A hit is
-checked against the real bytes (``sg-`` folds like ``sk-``), and the precise pattern of a kind
-then runs where its trigger starts, and nowhere else.  ``benchmarks/redact_speed.py``
-measures the rate on real transcripts.
+It runs over every transcript line at ingest (and ``redact_utf8`` over every archived file), so
+almost all of its time goes into proving that a text holds no secret.  That proof is one pass, not
+one pass per pattern: the text is UTF-8 encoded and sent through one ``bytes.translate`` that folds
+ASCII case and maps some of the rarer letters (k w x y g, and upper-case A: the "anchors") to the
+single byte ``\\x01``.  Every trigger (``sk-``, ``ghp_``, ``token``, ``-----BEGIN`` …) but one
+contains an anchor, so one regex that starts with that byte finds them in one scan, and the regex
+engine only stops at anchors.  The one without, ``secret``, has no letter rarer than ``c``, which
+would stop the scan at 2-3% of all bytes; a substring search finds it instead.  A hit is checked
+against the real bytes (``sg-`` folds like ``sk-``), and the precise pattern of a kind then runs
+where its trigger starts, and nowhere else.  ``benchmarks/redact_speed.py`` measures the rate on
+real transcripts.
 """
 
 from __future__ import annotations
@@ -63,6 +65,25 @@ def redact(text: str) -> tuple[str, int]:
     findings = find_secrets(text)
     if not findings:
         return text, 0
+    return _replace(text, findings), len(findings)
+
+
+def redact_utf8(data: bytes) -> tuple[bytes, int]:
+    """``redact`` for UTF-8 bytes, such as a whole transcript file; bytes that are not UTF-8 come
+    back as U+FFFD.  The text is scanned in the encoded form it arrived in, and a file without a
+    secret is returned as it is, so the common case encodes nothing."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", "replace")
+        data = text.encode("utf-8")
+    findings = _find(text, data) if len(text) >= 8 else []
+    if not findings:
+        return data, 0
+    return _replace(text, findings).encode("utf-8"), len(findings)
+
+
+def _replace(text: str, findings: list[Finding]) -> str:
     out: list[str] = []
     pos = 0
     for f in findings:
@@ -70,35 +91,38 @@ def redact(text: str) -> tuple[str, int]:
         out.append(f"[REDACTED:{f.kind}]")
         pos = f.end
     out.append(text[pos:])
-    return "".join(out), len(findings)
+    return "".join(out)
 
 
 def find_secrets(text: str) -> list[Finding]:
     """The secrets in ``text``, sorted by position and non-overlapping."""
     if len(text) < 8:
         return []
-    raw = text.encode("utf-8", "surrogatepass")
+    return _find(text, text.encode("utf-8", "surrogatepass"))
+
+
+def _find(text: str, raw: bytes) -> list[Finding]:
+    """``find_secrets`` given ``raw``, the UTF-8 form of ``text``."""
     folded = raw.translate(_FOLD)
-    first = _GATE.search(folded)
+    hits = _trigger_ends(folded)
     # '@' needs no anchor: searching for one character is a memchr
-    url = "@" in text and "://" in text
-    if first is None and not url:
+    url = b"@" in raw and b"://" in raw
+    if not hits and not url:
         return []
 
     found: list[tuple[Finding, int]] = []  # (finding, priority): lower wins at the same start
-    if first is not None:
+    if hits:
         to_char = _CharOffsets(raw, ascii_only=len(raw) == len(text))
-        for m in (first, *_GATE.finditer(folded, first.end())):
-            index = int(str(m.lastgroup)[1:])
+        for end, index in hits:
             trigger = _TRIGGERS[index]
-            start = m.end() - len(trigger.text)
+            start = end - len(trigger.text)
             # anchor letters are one byte in the folded form, so `sg-` hits `sk-`: check the
             # real bytes before anything else
-            seen = raw[start : m.end()]
+            seen = raw[start:end]
             if seen != _TRIGGER_BYTES[index] and seen.lower() != _TRIGGER_BYTES[index]:
                 continue
             if trigger.detector == _KEYWORD:
-                finding = _assignment_at(text, to_char(m.end()))
+                finding = _assignment_at(text, to_char(end))
                 priority = _KEYWORD_PRIORITY
             else:
                 priority, match_at = _DETECTORS[trigger.detector]
@@ -132,7 +156,8 @@ def _fold_table() -> bytes:
     table[_ANCHOR] = 0  # a \x01 in the input must not pass for an anchor
     for c in range(ord("A"), ord("Z") + 1):
         table[c] = c + 32
-    for ch in "kwxycg":
+    # not c: it is 2-3% of all bytes, and only `secret` would need it (see _SCANNED)
+    for ch in "kwxyg":
         table[ord(ch)] = table[ord(ch.upper())] = _ANCHOR
     # upper-case A alone is an anchor (AKIA, ASIA, AIza); lower-case a stays itself
     table[ord("A")] = _ANCHOR
@@ -213,6 +238,8 @@ def _gate_pattern() -> re.Pattern[bytes]:
     root = _Node()
     for i, trigger in enumerate(_TRIGGERS):
         atoms = _atoms(trigger)
+        if anchor not in atoms:
+            continue  # found by a substring search instead (_SCANNED)
         if anchor not in atoms[:-1]:
             raise AssertionError(f"trigger {trigger.text!r} needs an anchor letter before its end")
         node = root
@@ -228,6 +255,41 @@ def _gate_pattern() -> re.Pattern[bytes]:
 
 
 _GATE = _gate_pattern()
+
+
+def _scanned() -> tuple[tuple[int, bytes], ...]:
+    """Triggers with no anchor letter, as the folded bytes a plain substring search looks for."""
+    out = []
+    for i, trigger in enumerate(_TRIGGERS):
+        atoms = _atoms(trigger)
+        if frozenset([_ANCHOR]) in atoms:
+            continue
+        if any(len(atom) != 1 for atom in atoms):
+            raise AssertionError(f"trigger {trigger.text!r} folds to more than one form")
+        out.append((i, bytes(min(atom) for atom in atoms)))
+    return tuple(out)
+
+
+_SCANNED = _scanned()
+_FOLLOWER_BYTES = frozenset(b" \t\"'\\:=")  # what _KEYWORD_FOLLOWER lets through
+
+
+def _trigger_ends(folded: bytes) -> list[tuple[int, int]]:
+    """(end offset, trigger index) of every place a trigger may be, in order."""
+    hits = [(m.end(), int(str(m.lastgroup)[1:])) for m in _GATE.finditer(folded)]
+    extra = False
+    for index, literal in _SCANNED:
+        keyword = _TRIGGERS[index].detector == _KEYWORD
+        at = folded.find(literal)
+        while at >= 0:
+            end = at + len(literal)
+            if not keyword or (end < len(folded) and folded[end] in _FOLLOWER_BYTES):
+                hits.append((end, index))
+                extra = True
+            at = folded.find(literal, at + 1)
+    if extra:
+        hits.sort()
+    return hits
 
 
 class _CharOffsets:

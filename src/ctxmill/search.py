@@ -102,8 +102,11 @@ def search(
     vector_hits, notes = _semantic(store, query, filters, max(k, 50), embedder)
     if mode == "semantic":
         return SearchResult(vector_hits[:k], "semantic", notes=notes)
-    keyword_hits = store.keyword_search(query, filters, max(k, 50))
-    return SearchResult(rrf([keyword_hits, vector_hits], k), "hybrid", notes=notes)
+    keyword_hits = store.keyword_search(query, filters, max(k, 50), snippets=False)
+    fused = rrf([keyword_hits, vector_hits], k)
+    # Marking terms costs a lookup per hit: only for the hits that survive the fusion.
+    store.keyword_snippets(query, [h for h in fused if "keyword" in h.found_by])
+    return SearchResult(fused, "hybrid", notes=notes)
 
 
 def rrf(rankings: list[list[Hit]], k: int, weights: list[float] | None = None) -> list[Hit]:

@@ -9,6 +9,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from ctxmill import api
 from ctxmill.cli import (
     Failure,
     cli,
@@ -24,9 +25,8 @@ from ctxmill.cli import (
 from ctxmill.config import Config
 from ctxmill.ingest import IngestBusy, forget
 from ctxmill.model import Layer, Tag
-from ctxmill.search import MODES, search
-from ctxmill.show import show_tag
-from ctxmill.store import Filters, open_store
+from ctxmill.search import MODES
+from ctxmill.store import open_store
 from ctxmill.store.base import StoreError
 
 
@@ -39,8 +39,10 @@ def ingest_cmd(cfg: Config, as_json: bool, no_embed: bool) -> None:
 
     Sources: topic notes (MEMORY/topics/**/*.md), compressed summaries
     (MEMORY/sessions/compressed/), transcripts kept in MEMORY/sessions/raw/, agents' own folders
-    (~/.claude/projects, $CLAUDE_CONFIG_DIR, ~/.codex/sessions; off with --no-discover) and the
-    code root's git-tracked files. Transcripts read from an agent's folder are archived, redacted
+    (~/.claude/projects, $CLAUDE_CONFIG_DIR, ~/.codex/sessions, ~/.gemini/tmp, OpenCode's database,
+    the code root's .aider.chat.history.md; off with --no-discover) and the code root's git-tracked
+    files. Formats: Claude Code, Codex, Gemini CLI, aider, OpenCode, SpecStory.
+    CTXMILL_INGEST_WORKERS=N sets the worker processes of a large ingest (0: none). Transcripts read from an agent's folder are archived, redacted
     and gzipped, under MEMORY/sessions/raw/ so they survive the agent's own clean-up. Secrets are
     redacted before anything is written.
     """
@@ -99,22 +101,6 @@ def status_cmd(cfg: Config, as_json: bool) -> None:
     out.print(table)
 
 
-def _filters(
-    layer: tuple[str, ...],
-    since: str | None,
-    until: str | None,
-    project: str | None,
-    session: str | None,
-) -> Filters:
-    return Filters(
-        layers=[Layer(v) for v in layer] or None,
-        since=since,
-        until=until,
-        project=project,
-        session=session,
-    )
-
-
 @cli.command("search")
 @click.argument("query")
 @memory_options
@@ -156,12 +142,19 @@ def search_cmd(
     """Search the memory; every hit shows its citation tag, date, score and a snippet."""
     ensure_index(cfg, no_ingest)
     try:
-        store = open_store(cfg)
-        result = search(
-            store, query, mode=mode, k=k, filters=_filters(layer, since, until, project, session)
+        result = api.search(
+            query,
+            mode=mode,
+            k=k,
+            layers=layer,
+            since=since,
+            until=until,
+            project=project,
+            session=session,
+            cfg=cfg,
+            refresh=False,
         )
-        store.close()
-    except StoreError as exc:
+    except api.CtxmillError as exc:
         raise Failure(str(exc)) from exc
     if as_json:
         click.echo(json.dumps([h.as_json() for h in result.hits], indent=2))
@@ -193,13 +186,13 @@ def show_cmd(cfg: Config, tag: str, no_ingest: bool, as_json: bool) -> None:
         raise click.UsageError(str(exc)) from exc
     ensure_index(cfg, no_ingest)
     try:
-        shown = show_tag(cfg, parsed)
-    except (LookupError, StoreError) as exc:
-        raise Failure(str(exc).strip("'\"")) from exc
+        shown = api.show(parsed, cfg=cfg, refresh=False)
+    except api.CtxmillError as exc:
+        raise Failure(str(exc)) from exc
     if as_json:
-        click.echo(json.dumps(shown, indent=2))
+        click.echo(json.dumps(shown.as_json(), indent=2))
     else:
-        out.print(shown["text"], markup=False)
+        out.print(shown.text, markup=False)
 
 
 @cli.command("forget")

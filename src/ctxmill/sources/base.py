@@ -121,9 +121,19 @@ def iter_records(
     """
     lineno = 0
     line_start = start
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
     try:
         for line_start, line_end, raw in iter_lines(path, start):
             lineno += 1
+            # The common case inline (one call per line of a large file); anything unusual goes
+            # through load_record.
+            try:
+                obj = loads(raw)
+            except decode_error:
+                obj = None
+            if type(obj) is dict:
+                yield line_start, line_end, obj
+                continue
             if not raw.strip():
                 yield line_start, line_end, None
                 continue

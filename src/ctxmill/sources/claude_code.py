@@ -107,11 +107,11 @@ def parse(path: Path, start: int = 0, first_turn: int = 1) -> ParseResult:
     first_ts: str | None = None
     last_ts: str | None = None
 
+    name = str(path)
     for line_start, line_end, rec in iter_records(path, start, problems):
         offset = line_end
         if rec is None:
             continue
-        where = f"{path}@{line_start}"
         ts = rec.get("timestamp")
         if isinstance(ts, str) and ts[:4].isdigit():
             if first_ts is None or ts < first_ts:
@@ -121,7 +121,7 @@ def parse(path: Path, start: int = 0, first_turn: int = 1) -> ParseResult:
         else:
             ts = None
         typ = rec.get("type")
-        _note_metadata(main.session, rec)
+        _note_metadata(main.session, rec, is_subagent)
 
         if typ in ("summary", "ai-title", "custom-title"):
             key = {"summary": "summary", "ai-title": "aiTitle", "custom-title": "customTitle"}[typ]
@@ -131,6 +131,7 @@ def parse(path: Path, start: int = 0, first_turn: int = 1) -> ParseResult:
             continue
         if typ not in ("user", "assistant", "attachment"):
             continue
+        where = f"{name}@{line_start}"
 
         builder = main
         if rec.get("isSidechain") is True and not is_subagent:
@@ -163,17 +164,21 @@ def parse(path: Path, start: int = 0, first_turn: int = 1) -> ParseResult:
     return ParseResult(sessions, offset, resume_offset, resume_turn, problems)
 
 
-def _note_metadata(session: Session, rec: dict[str, Any]) -> None:
-    cwd = rec.get("cwd")
-    if isinstance(cwd, str) and cwd and session.cwd is None:
-        session.cwd = cwd
-        session.project = basename(cwd)
-    branch = rec.get("gitBranch")
-    if session.git_branch is None and isinstance(branch, str) and branch:
-        session.git_branch = branch
+def _note_metadata(session: Session, rec: dict[str, Any], is_subagent: bool) -> None:
+    # Runs for every record, most of them progress chatter: a field once found is not looked at
+    # again.
+    if session.cwd is None:
+        cwd = rec.get("cwd")
+        if isinstance(cwd, str) and cwd:
+            session.cwd = cwd
+            session.project = basename(cwd)
+    if session.git_branch is None:
+        branch = rec.get("gitBranch")
+        if isinstance(branch, str) and branch:
+            session.git_branch = branch
     if rec.get("entrypoint") == "sdk-cli":
         session.headless = True
-    if session.parent_id is None and session.id.startswith("agent-"):
+    if is_subagent and session.parent_id is None:
         parent = rec.get("sessionId")
         if isinstance(parent, str) and parent:
             session.parent_id = parent

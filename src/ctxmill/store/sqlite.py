@@ -2,7 +2,8 @@
 
 Vectors are searched exactly with numpy rather than through an extension: the stock Python on many
 machines cannot load SQLite extensions, and a brute-force dot product over a few hundred thousand
-float16 rows takes milliseconds.  Vectors are keyed by the sha256 of the chunk text, so identical
+rows takes milliseconds once they are in memory (stored as float16, read once per process into a
+float32 matrix).  Vectors are keyed by the sha256 of the chunk text, so identical
 text is embedded once however often it recurs, and a re-ingest never embeds the same text again.
 
 Schema changes are migrations: named functions applied in order inside one transaction each, and
@@ -12,10 +13,12 @@ recorded in ``migrations``.
 from __future__ import annotations
 
 import json
+import math
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +166,11 @@ def fts_query(text: str, mode: str = "or") -> str:
     Quoting makes user input inert (no FTS5 syntax errors from ``:``, ``-`` or ``"``) while
     identifiers such as ``get_current_user`` or ``auth/session.py`` still match as phrases.
     """
+    return (" AND " if mode == "and" else " OR ").join(fts_terms(text))
+
+
+def fts_terms(text: str) -> list[str]:
+    """The quoted FTS5 phrases of free text, stopwords dropped, in order, each once."""
     terms: list[str] = []
     for raw in _TERM_RE.findall(text):
         term = raw.strip(".-/")
@@ -171,9 +179,26 @@ def fts_query(text: str, mode: str = "or") -> str:
         quoted = '"' + term.replace('"', '""') + '"'
         if quoted not in terms:
             terms.append(quoted)
-    if not terms:
-        return ""
-    return (" AND " if mode == "and" else " OR ").join(terms)
+    return terms
+
+
+# A term held by more rows than this is "common": when a query also has rarer terms, rows are
+# found through those (see ``SQLiteStore._top_bm25``).  Below a few thousand rows scoring is
+# cheap whatever the share, so small indexes always run the whole query.
+COMMON_SHARE = 0.05
+COMMON_MIN_ROWS = 2000
+BM25_K1 = 1.2  # FTS5's bm25() constant
+DOC_FREQ_CACHE = 4096  # terms whose row counts are remembered
+# A filtered keyword search whose filters keep at least this share of sample rows ranks
+# k / share * margin rows unfiltered, then filters them (see ``SQLiteStore._keyword_top``).
+MIN_POSTFILTER_SHARE = 0.25
+POSTFILTER_MARGIN = 1.25
+FILTER_SAMPLE = 256  # rows sampled to estimate that share
+
+
+def _idf(rows: int, holding: int) -> float:
+    """FTS5's bm25() IDF, including its floor for terms in more than half the rows."""
+    return max(math.log((rows - holding + 0.5) / (holding + 0.5)), 1e-6)
 
 
 class SQLiteStore:
@@ -181,7 +206,10 @@ class SQLiteStore:
 
     def __init__(self, path: Path, *, timeout: float = 30.0, readonly: bool = False) -> None:
         self.path = path
-        self._matrix: tuple[np.ndarray, np.ndarray] | None = None
+        # Search caches, valid for one state of the index (see ``_generation``).
+        self._matrix: _VectorIndex | None = None
+        self._doc_freqs: dict[str, int] = {}
+        self._doc_freqs_at: tuple[int, int] | None = None
         self._depth = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -352,13 +380,24 @@ class SQLiteStore:
             )
             for c in chunks
         ]
-        self.db.executemany(
-            'INSERT INTO chunks(layer, kind, ref, start, "end", session_id, project, ts, title, '
-            "role, path, text, hash, embed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        if rows:
-            self._matrix = None
+        if not rows:
+            return 0
+        # Every statement that fires the FTS trigger makes FTS5 flush its pending terms to a new
+        # segment (a statement savepoint), so one INSERT per row would write and merge one segment
+        # per chunk.  Rows are staged in a temp table and moved with one statement instead.
+        with self.transaction():
+            self.db.execute(f"CREATE TEMP TABLE IF NOT EXISTS chunks_new ({_CHUNK_COLS})")
+            self.db.executemany(
+                f"INSERT INTO temp.chunks_new({_CHUNK_COLS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            self.db.execute(
+                f"INSERT INTO chunks({_CHUNK_COLS}) "
+                f"SELECT {_CHUNK_COLS} FROM temp.chunks_new ORDER BY rowid"
+            )
+            self.db.execute("DELETE FROM temp.chunks_new")
+        self._matrix = None
         return len(rows)
 
     def delete_chunks(
@@ -423,71 +462,197 @@ class SQLiteStore:
             yield _hit(row)
 
     # -- search -----------------------------------------------------------------------------
-    def keyword_search(self, query: str, filters: Filters, k: int) -> list[Hit]:
-        match = fts_query(query)
-        if not match:
+    def keyword_search(
+        self, query: str, filters: Filters, k: int, *, snippets: bool = True
+    ) -> list[Hit]:
+        terms = fts_terms(query)
+        if not terms or k < 1:
             return []
-        where, args = _filter_sql(filters)
-        sql = (
-            f"SELECT {_HIT_COLS_C}, -bm25(chunks_fts, 1.0, 3.0) AS score "
-            "FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
-            f"WHERE chunks_fts MATCH ? {where} ORDER BY bm25(chunks_fts, 1.0, 3.0) LIMIT ?"
-        )
         try:
-            hits = self._hits(sql, [match, *args, k])
+            scores = dict(self._keyword_top(terms, filters, k))
+            hits = self._hits_by_id(list(scores))
         except sqlite3.OperationalError as exc:
             raise StoreError(f"keyword search failed for {query!r}: {exc}") from exc
-        if hits:
-            ids = ",".join(str(h.chunk_id) for h in hits)
-            snippets = dict(
-                self.db.execute(
-                    "SELECT rowid, snippet(chunks_fts, 0, '«', '»', ' … ', 28) FROM chunks_fts "
-                    f"WHERE chunks_fts MATCH ? AND rowid IN ({ids})",
-                    (match,),
-                ).fetchall()
-            )
-            for hit in hits:
-                hit.snippet = snippets.get(hit.chunk_id) or _snippet(hit.text)
-                hit.found_by.append("keyword")
+        for hit in hits:
+            hit.score = scores[hit.chunk_id]
+            hit.found_by.append("keyword")
+        if snippets:
+            self.keyword_snippets(query, hits)
         return hits
+
+    def keyword_snippets(self, query: str, hits: Sequence[Hit]) -> None:
+        """Mark the query's terms «like this» in each hit's snippet.
+
+        One row at a time: FTS5 seeks each term to the row, where ``rowid IN (…)`` would walk
+        every row any term matches.  A hit the terms do not occur in (a semantic one) keeps its
+        own snippet.
+        """
+        match = fts_query(query)
+        for hit in hits:
+            marked = None
+            if match:
+                try:
+                    row = self.db.execute(
+                        "SELECT snippet(chunks_fts, 0, '«', '»', ' … ', 28) FROM chunks_fts "
+                        "WHERE chunks_fts MATCH ? AND rowid = ?",
+                        (match, hit.chunk_id),
+                    ).fetchone()
+                except sqlite3.OperationalError as exc:
+                    raise StoreError(f"keyword search failed for {query!r}: {exc}") from exc
+                marked = row[0] if row else None
+            if marked and "«" in marked:
+                hit.snippet = marked
+            elif not hit.snippet:
+                hit.snippet = _snippet(hit.text)
 
     def vector_search(self, vector: np.ndarray, filters: Filters, k: int) -> list[Hit]:
-        ids, matrix = self._vectors(filters)
-        if len(ids) == 0:
+        index = self._vector_index()
+        if index is None or k < 1:
             return []
-        scores = matrix @ vector.astype(np.float32)
-        take = min(k, len(ids))
-        top = np.argpartition(-scores, take - 1)[:take]
-        top = top[np.argsort(-scores[top])]
-        by_id = {int(ids[i]): float(scores[i]) for i in top}
-        marks = ",".join(str(i) for i in by_id)
-        hits = self._hits(f"SELECT {_HIT_COLS}, 0.0 FROM chunks WHERE id IN ({marks})", [])
+        scores = dict(index.top(vector, k, index.select(filters)))
+        hits = self._hits_by_id(list(scores))
         for hit in hits:
-            hit.score = by_id[hit.chunk_id]
+            hit.score = scores[hit.chunk_id]
             hit.snippet = _snippet(hit.text)
             hit.found_by.append("semantic")
-        hits.sort(key=lambda h: -h.score)
         return hits
 
-    def _vectors(self, filters: Filters) -> tuple[np.ndarray, np.ndarray]:
-        """Vectors of the embeddable chunks matching the filters; the unfiltered set is cached."""
-        unfiltered = filters == Filters()
-        if unfiltered and self._matrix is not None:
-            return self._matrix
+    def _keyword_top(self, terms: list[str], filters: Filters, k: int) -> list[tuple[int, float]]:
         where, args = _filter_sql(filters)
-        rows = self.db.execute(
-            "SELECT c.id, v.vec FROM chunks c JOIN vectors v ON v.hash = c.hash "
-            f"WHERE c.embed = 1 {where}",
+        if not where:
+            return self._top_bm25(terms, "", [], k)
+        # Filtering in SQL costs a table lookup for every row any term matches, yet most filters
+        # keep most rows (a build's "sessions and summaries before now").  For those, rank
+        # unfiltered and drop what the filters exclude: exact when k rows survive or when every
+        # match was ranked.  Narrow filters (one session, topics only) filter in SQL.
+        share = self._filter_share(where, args)
+        if share >= MIN_POSTFILTER_SHARE:
+            wide_k = math.ceil(k * POSTFILTER_MARGIN / share)
+            wide = self._top_bm25(terms, "", [], wide_k)
+            ids = ",".join(str(cid) for cid, _ in wide)
+            kept = {
+                int(cid)
+                for (cid,) in self.db.execute(
+                    f"SELECT c.id FROM chunks c WHERE c.id IN ({ids}){where}", args
+                )
+            }
+            if len(kept) >= k or len(wide) < wide_k:
+                return [(cid, score) for cid, score in wide if cid in kept][:k]
+        return self._top_bm25(terms, where, args, k, share)
+
+    def _filter_share(self, where: str, args: list[Any]) -> float:
+        """About what share of the rows the filters keep, from evenly spaced sample rows."""
+        (top,) = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()
+        step = max(top // FILTER_SAMPLE, 1)
+        sample = ",".join(str(i) for i in range(1, top + 1, step))
+        if not sample:
+            return 0.0
+        (seen, kept) = self.db.execute(
+            f"SELECT COUNT(*), COUNT(*) FILTER (WHERE 1{where}) FROM chunks c "
+            f"WHERE c.id IN ({sample})",
             args,
+        ).fetchone()
+        return kept / seen if seen else 0.0
+
+    def _top_bm25(
+        self, terms: list[str], where: str, args: list[Any], k: int, share: float = 1.0
+    ) -> list[tuple[int, float]]:
+        """The ``k`` best (chunk id, BM25) for the OR of ``terms``, best first.
+
+        FTS5 scores every row that any term matches, so one common word ("test", "error") makes
+        a query score a large share of the index.  When the query also has rarer terms, only rows
+        holding one of those are scored, in two disjoint parts (with and without the common
+        terms) that carry the same phrases as the whole query, so every row gets exactly the
+        score the whole query gives it.  A row holding only common terms scores below
+        (k1 + 1) × the sum of their IDFs; when the k-th row found beats that, none of them can
+        enter the top k and the answer is the whole query's.  Otherwise the whole query runs.
+        ``share`` is about how many rows the filters keep: a filter too narrow for the rare terms
+        to yield k rows goes straight to the whole query.
+        """
+        if len(terms) > 1:
+            rare, common, ceiling, rare_rows = self._split_common(terms)
+            if rare and common and rare_rows * share >= k:
+                r, c = " OR ".join(rare), " OR ".join(common)
+                top = self._bm25([f"({r}) AND ({c})", f"({r}) NOT ({c})"], where, args, k)
+                if len(top) == k and top[-1][1] >= ceiling:
+                    return top
+        return self._bm25([" OR ".join(terms)], where, args, k)
+
+    def _bm25(
+        self, matches: list[str], where: str, args: list[Any], k: int
+    ) -> list[tuple[int, float]]:
+        # Only the id and the score go through the sort: sorting whole rows (text included) of
+        # every match was most of a query's time.  The join is there only to filter.
+        part = (
+            "SELECT chunks_fts.rowid AS id, -bm25(chunks_fts, 1.0, 3.0) AS score FROM chunks_fts"
+            + (" JOIN chunks c ON c.id = chunks_fts.rowid" if where else "")
+            + f" WHERE chunks_fts MATCH ?{where}"
+        )
+        sql = " UNION ALL ".join([part] * len(matches)) + " ORDER BY score DESC, id LIMIT ?"
+        params = [p for match in matches for p in (match, *args)]
+        return [(int(i), float(s)) for i, s in self.db.execute(sql, [*params, k])]
+
+    def _split_common(self, terms: list[str]) -> tuple[list[str], list[str], float, int]:
+        """Terms split into rare and common by how many rows hold them, the most BM25 can give a
+        row for the common ones together, and how many rows the rare ones match at most."""
+        # max(id) is at least the row count and costs one index step: an over-count only makes
+        # fewer terms common and the ceiling higher, both on the safe side.
+        (rows,) = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()
+        freqs = self._doc_freqs_of(terms)
+        limit = max(COMMON_MIN_ROWS, COMMON_SHARE * rows)
+        common = [t for t in terms if freqs[t] > limit]
+        ceiling = (BM25_K1 + 1) * sum(_idf(rows, freqs[t]) for t in common)
+        rare = [t for t in terms if freqs[t] <= limit]
+        return rare, common, ceiling, sum(freqs[t] for t in rare)
+
+    def _doc_freqs_of(self, terms: list[str]) -> dict[str, int]:
+        """How many rows hold each term (phrase), remembered while the index is unchanged.
+
+        Counted through the FTS index itself rather than ``fts5vocab``: a quoted term may be
+        several tokens (``auth/session.py``) and the vocabulary holds porter stems.
+        """
+        generation = self._generation()
+        if generation != self._doc_freqs_at or len(self._doc_freqs) > DOC_FREQ_CACHE:
+            self._doc_freqs, self._doc_freqs_at = {}, generation
+        for term in terms:
+            if term not in self._doc_freqs:
+                (n,) = self.db.execute(
+                    "SELECT COUNT(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (term,)
+                ).fetchone()
+                self._doc_freqs[term] = int(n)
+        return {t: self._doc_freqs[t] for t in terms}
+
+    def _generation(self) -> tuple[int, int]:
+        """A value that changes whenever the index may have: another connection committed
+        (SQLite's data_version) or this one wrote (its change counter)."""
+        (version,) = self.db.execute("PRAGMA data_version").fetchone()
+        return int(version), self.db.total_changes
+
+    def _vector_index(self) -> _VectorIndex | None:
+        """The vectors of every embeddable chunk, loaded once and kept while the index is
+        unchanged; ``None`` when there are none."""
+        generation = self._generation()
+        if self._matrix is not None and self._matrix.generation == generation:
+            return self._matrix
+        self._matrix = None
+        chunks = self.db.execute(
+            "SELECT id, layer, ts, project, session_id, hash FROM chunks WHERE embed = 1"
         ).fetchall()
-        if not rows:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, 1), dtype=np.float32)
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16)
-        matrix = matrix.reshape(len(rows), -1).astype(np.float32)
-        if unfiltered:
-            self._matrix = (ids, matrix)
-        return ids, matrix
+        vectors = self.db.execute("SELECT hash, vec FROM vectors")
+        index = _VectorIndex.build(generation, chunks, vectors)
+        self._matrix = index
+        return index
+
+    def _hits_by_id(self, ids: Sequence[int]) -> list[Hit]:
+        """Hits for chunk ids, in the order given."""
+        if not ids:
+            return []
+        marks = ",".join(str(int(i)) for i in ids)
+        found = {
+            h.chunk_id: h
+            for h in self._hits(f"SELECT {_HIT_COLS}, 0.0 FROM chunks WHERE id IN ({marks})", [])
+        }
+        return [found[i] for i in ids if i in found]
 
     # -- vectors ----------------------------------------------------------------------------
     def missing_vectors(self, limit: int | None = None) -> list[tuple[str, str]]:
@@ -518,6 +683,44 @@ class SQLiteStore:
         self.set_meta("embedder", name)
         self.set_meta("embedder_dim", str(dim))
 
+    # -- bulk loads -------------------------------------------------------------------------
+    def begin_bulk_load(self) -> None:
+        """Set this connection and the FTS index up for a long run of small write transactions.
+
+        FTS5 merges its segments as they are written, so over a large load every term is
+        rewritten again and again; here merging waits for :meth:`end_bulk_load`, which merges
+        once.  The merge setting lives in the index, so a ``bulk_load`` mark in ``meta`` says a
+        load is open: a load that was killed is finished by the next one that ends.
+        """
+        # A page cache that keeps the indexes' hot pages from one transaction to the next, and
+        # fewer checkpoints (each rewrites and syncs every page changed since the last); the
+        # larger WAL is cut back once a checkpoint has emptied it.
+        self.db.execute("PRAGMA cache_size=-65536")
+        self.db.execute("PRAGMA wal_autocheckpoint=10000")
+        self.db.execute("PRAGMA journal_size_limit=67108864")
+        with self.transaction():
+            self._fts_merging(automerge=0, crisismerge=_FTS_MAX_CRISISMERGE)
+            self.set_meta("bulk_load", "1")
+
+    def bulk_load_open(self) -> bool:
+        return self.meta("bulk_load") is not None
+
+    def end_bulk_load(self) -> None:
+        """Merge the FTS index into one segment and restore its merge settings."""
+        with self.transaction():
+            self._fts_merging(automerge=_FTS_AUTOMERGE, crisismerge=_FTS_CRISISMERGE)
+            self.db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('optimize')")
+            self.db.execute("DELETE FROM meta WHERE key = 'bulk_load'")
+        self.db.execute("PRAGMA wal_autocheckpoint=1000")
+        # PASSIVE: a reader still looking at an older snapshot is not waited for.
+        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _fts_merging(self, *, automerge: int, crisismerge: int) -> None:
+        for option, value in (("automerge", automerge), ("crisismerge", crisismerge)):
+            self.db.execute(
+                "INSERT INTO chunks_fts(chunks_fts, rank) VALUES (?, ?)", (option, value)
+            )
+
     # -- bookkeeping ------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         per_layer = dict(self.db.execute("SELECT layer, COUNT(*) FROM chunks GROUP BY layer"))
@@ -545,8 +748,14 @@ _SESSION_COLS = (
     "id, agent, layer, source_path, project, cwd, git_branch, title, started, ended, parent_id, "
     "turns, files, commands, archive_path"
 )
+# FTS5's own defaults, and the most segments a level may hold before a merge is forced.
+_FTS_AUTOMERGE = 4
+_FTS_CRISISMERGE = 16
+_FTS_MAX_CRISISMERGE = 1999
+_CHUNK_COLS = (
+    'layer, kind, ref, start, "end", session_id, project, ts, title, role, path, text, hash, embed'
+)
 _HIT_COLS = 'id, layer, kind, ref, start, "end", text, session_id, project, ts, title, role, path'
-_HIT_COLS_C = ", ".join(f"c.{c}" for c in _HIT_COLS.split(", "))
 
 
 def _filter_sql(f: Filters) -> tuple[str, list[Any]]:
@@ -567,6 +776,128 @@ def _filter_sql(f: Filters) -> tuple[str, list[Any]]:
         where.append("c.session_id = ?")
         args.append(f.session)
     return ("".join(f" AND {w}" for w in where), args)
+
+
+_LAYER_CODES = {layer.value: code for code, layer in enumerate(Layer)}
+
+
+@dataclass
+class _VectorIndex:
+    """Every embedded chunk's vector in one float32 matrix, with the columns filters read.
+
+    Reading the vectors out of SQLite costs far more than the dot products, so a process loads
+    them once and keeps them while the index is unchanged; filters are numpy masks, not SQL.
+    """
+
+    generation: tuple[int, int]
+    ids: np.ndarray  # chunk id per chunk
+    rows: np.ndarray  # each chunk's row in ``matrix``: chunks with the same text share one
+    matrix: np.ndarray  # C-contiguous float32, one row per distinct vector
+    layers: np.ndarray  # code per chunk (``_LAYER_CODES``), -1 for an unknown layer
+    ts: np.ndarray  # timestamp per chunk, "" where there is none
+    dated: np.ndarray  # whether the chunk has a timestamp
+    projects: np.ndarray  # code per chunk, -1 where there is none
+    sessions: np.ndarray
+    project_codes: dict[str, int]
+    session_codes: dict[str, int]
+
+    @classmethod
+    def build(
+        cls,
+        generation: tuple[int, int],
+        chunks: list[Any],
+        vectors: Iterable[tuple[str, bytes]],
+    ) -> _VectorIndex | None:
+        """From (id, layer, ts, project, session_id, hash) rows and the stored (hash, vector)
+        pairs; chunks not embedded yet are left out."""
+        # The vectors go into one buffer as they are read, not into a Python object each.
+        position: dict[str, int] = {}
+        buffer = bytearray()
+        for digest, blob in vectors:
+            position[digest] = len(position)
+            buffer += blob
+        # Column at a time: a Python loop over every chunk was most of the load.
+        kept = [row for row in chunks if row[5] in position]
+        if not kept:
+            return None
+        ids, layers, stamps, projects, sessions, digests = zip(*kept, strict=True)
+        # Only the vectors some chunk uses (those of forgotten chunks stay in the table), once
+        # each however many chunks share the text.
+        used, rows = np.unique([position[d] for d in digests], return_inverse=True)
+        stored = np.frombuffer(buffer, dtype=np.float16).reshape(len(position), -1)
+        matrix = stored[used] if len(used) < len(stored) else stored
+        layer_names = np.array(layers, dtype=str)
+        layer_codes = np.full(len(kept), -1, dtype=np.int8)
+        for name, code in _LAYER_CODES.items():
+            layer_codes[layer_names == name] = code
+        project_codes: dict[str, int] = {}
+        session_codes: dict[str, int] = {}
+        return cls(
+            generation=generation,
+            ids=np.array(ids, dtype=np.int64),
+            rows=rows.astype(np.intp),
+            matrix=np.ascontiguousarray(matrix, dtype=np.float32),
+            layers=layer_codes,
+            ts=np.array([t or "" for t in stamps], dtype=str),
+            dated=np.array([t is not None for t in stamps], dtype=bool),
+            projects=_codes(projects, project_codes),
+            sessions=_codes(sessions, session_codes),
+            project_codes=project_codes,
+            session_codes=session_codes,
+        )
+
+    def select(self, f: Filters) -> np.ndarray | None:
+        """Positions of the chunks the filters keep (as ``_filter_sql`` would); None for all."""
+        masks: list[np.ndarray] = []
+        if f.layers:
+            masks.append(np.isin(self.layers, [_LAYER_CODES[Layer(x).value] for x in f.layers]))
+        if f.since:
+            masks.append(self.dated & (self.ts >= f.since))
+        if f.until:
+            masks.append(self.dated & (self.ts < f.until))
+        if f.project:
+            masks.append(self.projects == self.project_codes.get(f.project, -2))
+        if f.session:
+            masks.append(self.sessions == self.session_codes.get(f.session, -2))
+        if not masks:
+            return None
+        return np.flatnonzero(np.logical_and.reduce(masks))
+
+    def top(self, vector: np.ndarray, k: int, chosen: np.ndarray | None) -> list[tuple[int, float]]:
+        """The ``k`` best (chunk id, cosine) among the ``chosen`` positions, best first."""
+        query = np.ascontiguousarray(vector, dtype=np.float32)
+        if chosen is None:
+            scores = _dot(self.matrix, query)[self.rows]
+        elif len(chosen) * 4 < len(self.matrix):
+            # A narrow filter: multiplying only its rows beats the whole matrix.
+            scores = _dot(self.matrix[self.rows[chosen]], query)
+        else:
+            scores = _dot(self.matrix, query)[self.rows[chosen]]
+        take = min(k, len(scores))
+        if take < 1:
+            return []
+        best = np.argpartition(scores, len(scores) - take)[len(scores) - take :]
+        best = best[np.argsort(-scores[best], kind="stable")]
+        positions = best if chosen is None else chosen[best]
+        return [(int(self.ids[p]), float(scores[b])) for p, b in zip(positions, best, strict=True)]
+
+
+def _codes(values: Sequence[str | None], table: dict[str, int]) -> np.ndarray:
+    """One int per value, numbering new values into ``table``; -1 for None."""
+    return np.array(
+        [-1 if v is None else table.setdefault(v, len(table)) for v in values], dtype=np.int32
+    )
+
+
+def _dot(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """Matrix-vector product in numpy's own single-threaded loop.
+
+    A product over the whole matrix is bound by memory bandwidth, which one core nearly
+    saturates; BLAS's threaded gemv was 3-6x slower on a busy 2-core machine, where its threads
+    wait for a core.
+    """
+    product: np.ndarray = np.einsum("ij,j->i", matrix, vector)
+    return product
 
 
 def _tag(kind: str, ref: str, start: int | None, end: int | None) -> Tag:
