@@ -188,6 +188,120 @@ def test_data_manifest_copies_transcripts_or_skips(tmp_path: Path) -> None:
     assert count == 0 and reason is not None and "--data" in reason
 
 
+def _missing_data_set(root: Path) -> None:
+    """A set whose transcripts live in a data folder that is not on this machine."""
+    set_dir = root / "remote"
+    (set_dir / "memory" / "topics").mkdir(parents=True)
+    (set_dir / "memory" / "topics" / "notes.md").write_text("# Notes\n\n- Exports stream.\n")
+    (set_dir / "data.yaml").write_text('source: agent/remote\nfiles: ["*.jsonl"]\n')
+    _task(
+        set_dir / "tasks" / "t.yaml",
+        brief="Fix the invoice export",
+        claims=[{"id": "c1", "text": "x", "sources": ["raw:abc"], "keywords": ["x"]}],
+    )
+
+
+def test_sets_without_their_data_are_skipped_not_scored(golden: Path, tmp_path: Path) -> None:
+    """The CI gate on a machine without the third-party data: such a set is skipped with one
+    line, the other sets are scored and gated, and a run with nothing to score passes."""
+    _missing_data_set(golden)
+    empty_data = tmp_path / "data"
+    empty_data.mkdir()
+    args = ("--data", str(empty_data), "--embedder", "hash")
+    result = run("bench", "golden", str(golden), "--json", "--threshold", "0.6", *args)
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert [t["set"] for t in payload["tasks"]] == ["shop"]  # not counted as a zero
+    assert [s["set"] for s in payload["skipped"]] == ["remote"]
+    skipped = [line for line in result.stderr.splitlines() if "remote" in line]
+    assert len(skipped) == 1 and "skipping set remote" in skipped[0]
+    gated = run("bench", "golden", str(golden), "--threshold", "0.9", *args)
+    assert gated.returncode == 1 and "below the threshold" in gated.stderr
+
+    only = tmp_path / "only"
+    _missing_data_set(only)
+    alone = run("bench", "golden", str(only), "--threshold", "0.9", *args)
+    assert alone.returncode == 0, alone.stderr
+    assert "skipping set remote" in alone.stderr and "every set skipped" in alone.stderr
+    assert "Traceback" not in alone.stderr
+
+
+def _project(root: Path) -> Path:
+    """A project folder laid out like the shipped sample: ctxmill.toml, its own folder names, a
+    Claude Code agent folder, and golden tasks under golden/tasks/."""
+    (root / "notes" / "topics").mkdir(parents=True)
+    (root / "notes" / "topics" / "exports.md").write_text(
+        "# Exports\n\nInvoice exports stream rows through a server-side cursor.\n"
+    )
+    (root / "ctxmill.toml").write_text(
+        '[memory]\nroot = "notes"\n[code]\nroot = "src"\n'
+        '[sources]\npaths = ["agent/projects"]\ndiscover = false\n'
+    )
+    (root / "src").mkdir()
+    (root / "src" / "export.py").write_text("def export_invoices():\n    return []\n")
+    write_jsonl(root / "agent" / "projects" / "-home-dev-shop" / f"{SID}.jsonl", session_records())
+    _task(
+        root / "golden" / "tasks" / "export.yaml",
+        brief="Fix the invoice export timeout for large customers",
+        as_of="2026-04-01T00:00:00Z",
+        budget=4000,
+        claims=[
+            {
+                "id": "c1",
+                "text": "Exports stream rows through a server-side cursor",
+                "sources": ["topic:exports.md"],
+                "keywords": ["server-side cursor"],
+            },
+            {
+                "id": "c2",
+                "text": "The old exporter held 2 GB in memory",
+                "sources": [f"raw:{SID}"],
+                "keywords": ["2 GB"],
+            },
+        ],
+    )
+    return root
+
+
+def test_a_project_folder_with_golden_tasks_is_a_set(tmp_path: Path) -> None:
+    from ctxmill.bench.golden import set_config
+
+    project = _project(tmp_path / "shop")
+    assert find_sets(project) == [project]
+    assert find_sets(tmp_path) == [project]
+    assert [t.id for t in load_tasks(project)] == ["export"]
+    cfg = set_config(project, tmp_path / "home")
+    assert cfg.memory_root == (project / "notes").resolve()
+    assert cfg.code_root == (project / "src").resolve()
+    assert cfg.transcript_dirs == [(project / "agent" / "projects").resolve()]
+    assert cfg.discover is False
+
+    before = sorted(str(p.relative_to(project)) for p in project.rglob("*"))
+    result = run("bench", "golden", str(project), "--json", "--embedder", "hash")
+    assert result.returncode == 0, result.stderr
+    (task,) = json.loads(result.stdout)["tasks"]
+    assert task["set"] == "shop" and task["coverage"] == 1.0
+    # Ingest archives agent-folder transcripts under the memory root: it did so in a copy.
+    assert sorted(str(p.relative_to(project)) for p in project.rglob("*")) == before
+
+
+def test_the_sample_golden_tasks_run_as_a_set() -> None:
+    """The CI gate's second half: the shipped sample's golden tasks, no third-party data."""
+    from ctxmill.config import sample_dir
+
+    sample = sample_dir()
+    assert find_sets(sample) == [sample]
+    result = run("bench", "golden", str(sample), "--json", "--threshold", "0.8")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert {t["id"] for t in payload["tasks"]} == {
+        "ledgerline-oidc-migration",
+        "ledgerline-drop-celery",
+    }
+    assert not payload["skipped"] and payload["average_coverage"] >= 0.8
+    assert all(t["error"] is None for t in payload["tasks"])
+
+
 def test_repo_golden_set_is_well_formed() -> None:
     tasks = [t for s in find_sets(REPO_GOLDEN) for t in load_tasks(s)]
     assert len(tasks) >= 4

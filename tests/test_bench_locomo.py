@@ -285,3 +285,57 @@ def test_locomo_cli_json_shape(locomo_file: Path, tmp_path: Path) -> None:
     (entry,) = [json.loads(line) for line in log.read_text().splitlines()]
     assert entry["kind"] == "locomo" and "questions" not in entry
     assert entry["summary"]["ctxmill"]["questions"] == 4
+
+
+_FACTS = [
+    ("Ana", "I adopted a grey cat called Pixel from the shelter on Elm Street."),
+    ("Ben", "My sister finished her architecture degree in Lisbon this spring."),
+    ("Ana", "I signed up for a pottery class that meets every Thursday evening."),
+    ("Ben", "I sold my old motorbike and bought a cargo bike for the kids."),
+    ("Ana", "My grandmother taught me to bake rye bread with caraway seeds."),
+    ("Ben", "I am training for a half marathon along the river in October."),
+    ("Ana", "We repainted the kitchen a pale green colour last weekend."),
+    ("Ben", "I started volunteering at the food bank on Saturday mornings."),
+]
+_SMALL_TALK = [
+    "How have you been lately?",
+    "Pretty good, work has been busy but fine.",
+    "The weather was lovely this week, wasn't it?",
+    "It really was, we spent a lot of time outside.",
+    "Did you watch anything good recently?",
+    "Not much, mostly old comedies in the evenings.",
+]
+
+
+def _long_conversation() -> dict[str, Any]:
+    """Eight sessions of small talk, each with one fact in the middle, and a question per fact."""
+    conversation: dict[str, Any] = {"speaker_a": "Ana", "speaker_b": "Ben"}
+    qa = []
+    for n, (speaker, fact) in enumerate(_FACTS, 1):
+        turns = []
+        for i, text in enumerate([*_SMALL_TALK[:3], fact, *_SMALL_TALK[3:]], 1):
+            who = speaker if i == 4 else ("Ana" if i % 2 else "Ben")
+            turns.append({"speaker": who, "dia_id": f"D{n}:{i}", "text": text})
+        conversation[f"session_{n}_date_time"] = f"10:00 am on {n} March, 2023"
+        conversation[f"session_{n}"] = turns
+        topic = " ".join(fact.split()[2:6])
+        question = f"What did {speaker} say about {topic}?"
+        qa.append({"question": question, "evidence": [f"D{n}:4"], "category": 4, "answer": fact})
+    return {"sample_id": "conv-t2", "conversation": conversation, "qa": qa}
+
+
+def test_a_small_budget_build_spends_it_on_evidence(tmp_path: Path) -> None:
+    """At a few hundred tokens the built context (front matter, five sections, citations) still
+    holds the evidence for most questions: the layout is compact and each turn's best passage
+    is what goes in."""
+    pytest.importorskip("ctxmill.pipeline", exc_type=ImportError)
+    path = tmp_path / "locomo_long.json"
+    path.write_text(json.dumps([_long_conversation()]), encoding="utf-8")
+    run = run_locomo(path, LocomoSettings(budget=450, context="build", embedder="hash"))
+    payload = run.as_json()
+    summary = payload["summary"]
+    assert summary["questions"] == len(_FACTS)
+    assert summary["over_budget_contexts"] == 0
+    assert all(q["context_tokens"] <= 450 for q in payload["questions"])
+    assert summary["ctxmill"]["in_context_recall"] >= 0.75, summary["ctxmill"]
+    assert summary["ctxmill"]["in_context_recall"] >= summary["bm25"]["in_context_recall"]

@@ -16,6 +16,7 @@ import yaml
 
 from ctxmill.config import Config
 from ctxmill.ingest import ingest
+from ctxmill.model import Tag
 from ctxmill.pipeline import BuildError, build_context
 from ctxmill.pipeline.brief import analyze
 from ctxmill.pipeline.prefilter import prefilter
@@ -265,14 +266,19 @@ def test_structure_tags_and_generation_record(parcel: Config) -> None:
     for heading in SECTIONS[:4]:
         for item in items(text, heading):
             assert tag_at_end.search(item), item
-    # ... and every tag used is listed, once, under Citations with where it points.
+    # ... and every tag used is listed, once, under Citations on its source's line, with where
+    # that source is.
     cited = items(text, "## Citations")
-    assert [c.split(" — ")[0][2:] for c in cited] == result.citations
+    listed = [t for c in cited for t in c.split(" — ")[0][2:].split()]
+    assert listed == result.citations
+    for line in cited:
+        tags = [Tag.parse(t) for t in line.split(" — ")[0][2:].split()]
+        assert len({(t.kind, t.ref) for t in tags}) == 1, line  # one source per line
+    assert any(c.endswith(" — topics/auth.md") for c in cited)
     used = set(
         re.findall(r"\[(?:topic|session|raw|code):[^\]\s]+\]", body.split("## Citations")[0])
     )
     assert used == set(result.citations)
-    assert any("topics/auth.md, line" in c for c in cited)
     assert sum(result.sections.values()) <= result.tokens
 
 
@@ -458,3 +464,155 @@ def test_writes_the_file_and_redacts_on_egress(parcel: Config, tmp_path: Path) -
     result = build_context(parcel, "Migrate session auth to OIDC", as_of=AS_OF, output=out)
     assert result.path == out and out.read_text("utf-8") == result.text
     assert secret not in result.text
+
+
+EXPORT = "77777777-0000-4000-8000-000000000007"  # a long session with no summary
+CHAT = "88888888-0000-4000-8000-000000000008"  # a short one that ends with a goodbye
+
+_LONG_SUMMARY_ITEMS = [
+    "Renamed the CSV column headers to the accounting team's names.",
+    "Added a progress bar to the export page.",
+    "Moved the export templates into the templates folder.",
+    "Wrote a fixture with 50,000 invoice rows for the tests.",
+    "Documented the export endpoints in the API reference.",
+    "Switched the export download to a streamed response.",
+    "Cleaned up the unused helpers in the export module.",
+    "Upgraded the CSV writer dependency to the current release.",
+    "Added logging around each export batch with its duration.",
+    "Checked the export against the staging database snapshot.",
+    "Set `EXPORT_BATCH_SIZE` back to 500 because 5000 rows per batch exhausted the worker memory.",
+    "Updated the changelog with the export changes.",
+]
+
+
+def _export_memory(root: Path) -> Config:
+    """A memory whose answers lie where a turn-level read misses them: deep in a long session, in a
+    short turn that shares no word with the brief, and in the middle of a long summary turn."""
+    memory = root / "memory"
+    (memory / "topics").mkdir(parents=True)
+    (memory / "topics" / "exports.md").write_text(
+        "# Exports\n\n- Invoice CSV exports run in the worker, one batch at a time.\n", "utf-8"
+    )
+    turns: list[tuple[str, str]] = [("user", "Speed up the invoice CSV export for big customers.")]
+    for n in range(14):
+        turns.append(
+            (
+                "assistant",
+                f"Timed the invoice CSV export again (run {n}): the export of a big customer's "
+                "invoices still takes minutes.",
+            )
+        )
+        turns.append(("user", "Keep going on the invoice CSV export speed."))
+    turns.append(
+        (
+            "assistant",
+            "Now I understand: every row goes through `render_row`, which opens a new database "
+            "connection per row.",
+        )
+    )
+    turns.append(("user", "Good, fix that."))
+    turns.append(
+        (
+            "assistant",
+            "Summary of the work so far on the invoice CSV export:\n\n"
+            + "\n\n".join(f"- {item}" for item in _LONG_SUMMARY_ITEMS),
+        )
+    )
+    turns.append(("user", "Does the export also cover credit notes?"))
+    turns.append(("assistant", "Let me check the credit note export:"))
+    _transcript(
+        memory / "sessions" / "raw" / f"{EXPORT}.jsonl",
+        EXPORT,
+        "2026-06-15",
+        "Invoice CSV export speed",
+        turns,
+    )
+    _transcript(
+        memory / "sessions" / "raw" / f"{CHAT}.jsonl",
+        CHAT,
+        "2026-06-16",
+        "Invoice CSV export question",
+        [
+            ("user", "Is the invoice CSV export fast enough now for big customers?"),
+            ("assistant", "Yes: a big customer's invoice CSV export finishes in seconds now."),
+            ("user", "Great, thanks, bye!"),
+        ],
+    )
+    cfg = Config(memory_root=memory, discover=False, embedder="hash")
+    ingest(cfg)
+    return cfg
+
+
+def test_reread_finds_what_a_long_session_says_anywhere(tmp_path: Path) -> None:
+    cfg = _export_memory(tmp_path)
+    result = build_context(cfg, "Speed up the invoice CSV export", as_of=AS_OF, budget=6000)
+    assert EXPORT in result.flagged
+    history = items(result.text, "## Relevant history")
+    # The discovery shares no word with the brief; it is one short turn among thirty that do.
+    found = [i for i in history if "`render_row`" in i and "connection per row" in i]
+    assert found and f"[raw:{EXPORT}#30]" in found[0]
+    # The reverted setting is the eleventh item of a long summary turn, not in its first lines.
+    batch = [i for i in history if "EXPORT_BATCH_SIZE" in i and "exhausted" in i]
+    assert batch and f"[raw:{EXPORT}#32]" in batch[0]
+    assert "5000 rows per batch" in batch[0]
+
+
+def test_a_last_request_without_an_answer_is_an_open_thread(tmp_path: Path) -> None:
+    cfg = _export_memory(tmp_path)
+    result = build_context(cfg, "Speed up the invoice CSV export", as_of=AS_OF, budget=6000)
+    unresolved = items(result.text, "## Unresolved threads")
+    # The reply only announces a check it never reports on, so the question is still open.
+    open_ = [i for i in unresolved if "credit notes" in i]
+    assert open_ and f"[raw:{EXPORT}#33]" in open_[0]
+    # A goodbye is not a request left open.
+    assert not any("bye" in i.lower() for i in unresolved)
+
+
+def test_narration_is_dropped_and_list_items_are_read_together() -> None:
+    from ctxmill.pipeline.text import passages
+
+    prose = (
+        "Let me check the exporter:\n\nNow let me read the settings:\n\n"
+        "The batch size is read once at start-up.\n\n"
+        "## What was wrong\n\n- the worker kept every row\n- the CSV writer never flushed\n\n"
+        "Perfect!"
+    )
+    found = passages(prose, 600)
+    assert [p.text for p in found] == [
+        "The batch size is read once at start-up.",
+        "the worker kept every row; the CSV writer never flushed",
+    ]
+    assert found[1].heading == "What was wrong"
+    long = " ".join(f"Sentence number {n} says a little more about the export." for n in range(20))
+    assert all(len(p.text) <= 160 for p in passages(long, 160))
+
+
+def test_small_budget_spends_the_budget_on_evidence(parcel: Config) -> None:
+    from ctxmill.lint import TagResolver, lint_text
+    from ctxmill.tokens import count_tokens
+
+    result = build_context(parcel, "Migrate session auth to OIDC", as_of=AS_OF, budget=1000)
+    assert result.tokens <= 1000
+    front, body = result.text[4:].split("\n---\n", 1)
+    record = yaml.safe_load(front)
+    # A compact generation record: what SPEC.md asks of it, no index path, window or lists.
+    assert {"brief", "budget", "tokens", "sources", "backend", "created_at"} <= set(record)
+    assert "flagged" not in record and "window" not in record and "notes" not in record
+    assert set(record["index"]) == {"schema", "embedder"} and len(record["body_sha256"]) == 64
+    assert [line for line in body.splitlines() if line.startswith("## ")] == SECTIONS
+    evidence = sum(count_tokens(i) for h in SECTIONS[:4] for i in items(result.text, h))
+    assert evidence / result.tokens >= 0.4, (evidence, result.tokens)
+    tag_at_end = re.compile(r"(\[(?:topic|session|raw|code):[^\]\s]+\]\s*)+$")
+    for heading in SECTIONS[:4]:
+        for item in items(result.text, heading):
+            assert tag_at_end.search(item), item
+    # Still a valid context: every tag listed under Citations and resolving, the record complete.
+    resolver = TagResolver(parcel)
+    try:
+        problems = lint_text(result.text, kind="context", resolver=resolver).problems
+    finally:
+        resolver.close()
+    assert not [p for p in problems if p.level == "error"], problems
+    # Above the compact threshold the full record comes back.
+    full = build_context(parcel, "Migrate session auth to OIDC", as_of=AS_OF, budget=6000)
+    assert isinstance(yaml.safe_load(full.text[4:].split("\n---\n", 1)[0])["flagged"], list)

@@ -7,6 +7,12 @@ A golden directory holds sets (SPEC.md, "Golden-context benchmark directory")::
     <golden-dir>/<set>/tasks/*.yaml brief, as_of, budget, claims
     <golden-dir>/<set>/data.yaml    optional: third-party transcripts to copy in at run time
 
+A project folder is a set too when it holds a ``ctxmill.toml`` and ``golden/tasks/*.yaml`` (the
+layout of the shipped sample): its memory root, code root and transcript folders are the ones its
+``ctxmill.toml`` names (``[memory] root``, ``[code] root``, ``[sources] paths``, relative to the
+folder), and the folder is copied into the run's temporary directory first, because ingest keeps
+an archive of agent-folder transcripts under the memory root.
+
 Each set is indexed once, in a throw-away CTXMILL_HOME, with agent-folder discovery off, so a run
 never reads or writes a user's own index; every task of the set is then built with its own
 ``as_of`` and ``budget`` and scored by :mod:`ctxmill.bench.scoring`.
@@ -27,6 +33,7 @@ import os
 import shutil
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -41,6 +48,8 @@ from ctxmill.model import Tag
 from ctxmill.store import Store, open_store
 
 DATA_MANIFEST = "data.yaml"
+PROJECT_FILE = "ctxmill.toml"
+PROJECT_TASKS = Path("golden") / "tasks"
 DATA_ENV = "CTXMILL_SHARED_DATA"
 CODE_CONTEXT_LINES = 60
 
@@ -176,18 +185,57 @@ def load_task(path: Path, set_name: str) -> Task:
     )
 
 
+def tasks_dir(set_dir: Path) -> Path | None:
+    """Where a set keeps its task files: ``tasks/``, or ``golden/tasks/`` in a project folder (one
+    with a ``ctxmill.toml``); None when ``set_dir`` is not a set."""
+    if (set_dir / "tasks").is_dir():
+        return set_dir / "tasks"
+    if (set_dir / PROJECT_FILE).is_file() and (set_dir / PROJECT_TASKS).is_dir():
+        return set_dir / PROJECT_TASKS
+    return None
+
+
 def find_sets(golden_dir: Path) -> list[Path]:
     """The sets of a golden directory; the directory itself when it is a single set."""
-    if (golden_dir / "tasks").is_dir():
+    if tasks_dir(golden_dir) is not None:
         return [golden_dir]
-    sets = sorted(p for p in golden_dir.iterdir() if (p / "tasks").is_dir())
+    sets = sorted(p for p in golden_dir.iterdir() if p.is_dir() and tasks_dir(p) is not None)
     if not sets:
-        raise GoldenError(f"{golden_dir}: no sets (folders with a tasks/ folder) found")
+        raise GoldenError(
+            f"{golden_dir}: no sets found (folders with tasks/, or with {PROJECT_FILE} and "
+            f"{PROJECT_TASKS}/)"
+        )
     return sets
 
 
 def load_tasks(set_dir: Path) -> list[Task]:
-    return [load_task(p, set_dir.name) for p in sorted((set_dir / "tasks").glob("*.y*ml"))]
+    folder = tasks_dir(set_dir)
+    if folder is None:
+        return []
+    return [load_task(p, set_dir.name) for p in sorted(folder.glob("*.y*ml"))]
+
+
+def set_config(set_dir: Path, home: Path) -> Config:
+    """The configuration a set is indexed and built with: its own folders only, no discovery.
+
+    A project folder's ``ctxmill.toml`` names its roots; a user's own settings never apply."""
+    memory, code, transcripts = set_dir / "memory", set_dir / "code", []
+    project = set_dir / PROJECT_FILE
+    if project.is_file():
+        try:
+            raw = tomllib.loads(project.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise GoldenError(f"{project}: cannot read: {exc}") from exc
+        memory = set_dir / str(raw.get("memory", {}).get("root", "memory"))
+        code = set_dir / str(raw.get("code", {}).get("root", "code"))
+        transcripts = [set_dir / str(p) for p in raw.get("sources", {}).get("paths", [])]
+    return Config(
+        memory_root=memory.resolve(),
+        code_root=code.resolve() if code.is_dir() else None,
+        transcript_dirs=[p.resolve() for p in transcripts],
+        discover=False,
+        home=home,
+    )
 
 
 # -- third-party data ---------------------------------------------------------------------------
@@ -345,7 +393,8 @@ def run_golden(
     for set_dir in find_sets(golden_dir):
         tasks = load_tasks(set_dir)
         if not tasks:
-            skipped.append({"set": set_dir.name, "reason": "no task files in tasks/"})
+            note(f"skipping set {set_dir.name}: no task files")
+            skipped.append({"set": set_dir.name, "reason": "no task files"})
             continue
         linked, reason = link_set_data(set_dir, root)
         if reason:
@@ -368,17 +417,17 @@ def _run_set(
 ) -> list[TaskResult]:
     from ctxmill.ingest import ingest
 
-    code = set_dir / "code"
     results: list[TaskResult] = []
     with tempfile.TemporaryDirectory(prefix=f"ctxmill-golden-{set_dir.name}-") as tmp:
-        home = Path(tmp)
-        cfg = Config(
-            memory_root=(set_dir / "memory").resolve(),
-            code_root=code.resolve() if code.is_dir() else None,
-            transcript_dirs=[],
-            discover=False,
-            home=home,
-        )
+        home = Path(tmp) / "home"
+        home.mkdir()
+        if (set_dir / PROJECT_FILE).is_file():
+            # Ingest archives agent-folder transcripts under the memory root: work on a copy.
+            copy = Path(tmp) / set_dir.name
+            shutil.copytree(set_dir, copy, ignore=shutil.ignore_patterns(".git", "__pycache__"))
+            cfg = set_config(copy, home)
+        else:
+            cfg = set_config(set_dir, home)
         if embedder:
             cfg.embedder = embedder
         with isolated_home(home):

@@ -9,6 +9,7 @@ Every stage works without a model.  See docs/build.md for what each section hold
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,11 @@ __all__ = ["QUERIES", "BuildError", "BuildResult", "build_context"]
 # Tokens kept free under the budget for the front matter growing by a digit or two between the
 # fit and the final count.
 SAFETY_TOKENS = 24
+COMPACT_SAFETY_TOKENS = 12  # a compact record has no notes to grow, only its counts
+# Below this budget the context is compact: a short generation record (counts instead of lists),
+# two-word empty sections, history without sub-headings and excerpts labelled by date only, so
+# that the budget goes to evidence.  Every section and every tag stays.
+COMPACT_BUDGET = 4000
 
 
 class BuildError(Exception):
@@ -154,9 +160,18 @@ def _build(
         timings[f"fanout.{worker.name}"] = worker.seconds
         notes += worker.notes
 
+    compact = budget < COMPACT_BUDGET
     t0 = time.perf_counter()
     records = {c.session_id: c.record for c in pool.candidates if c.record is not None}
-    raw = aggregate.reread(store, fan.flagged, brief, pool.until, records)
+    raw = aggregate.reread(
+        store,
+        fan.flagged,
+        brief,
+        pool.until,
+        records,
+        pool.turn_scores,
+        aggregate.COMPACT_PASSAGE_CHARS if compact else aggregate.PASSAGE_CHARS,
+    )
     timings["reread"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -166,7 +181,7 @@ def _build(
     if not any(e.section != "files" for e in assembly.entries):
         notes.append("nothing in the memory matched the brief; the context has only its structure")
 
-    describe = _Describer(cfg, store, records)
+    describe = _Describer(cfg, store, records, compact)
     record = _record_template(brief_text)
     record.update(
         as_of=iso(as_of),
@@ -182,39 +197,45 @@ def _build(
         flagged=list(fan.flagged),
         notes=notes,  # the same list: notes added later are measured with the record
     )
+    if compact:
+        record = _compact_record(record)
 
     cost_cache: dict[int, int] = {}
 
     def cost(e: aggregate.Entry) -> int:
         key = id(e)
         if key not in cost_cache:
-            cost_cache[key] = count_tokens("\n".join(render.entry_lines(e))) + 1
+            cost_cache[key] = count_tokens("\n".join(render.entry_lines(e, compact))) + 1
         return cost_cache[key]
 
     tag_cost: dict[Tag, int] = {}
 
     def citation_cost(tag: Tag) -> int:
+        # A tag is listed on its source's line; the source's description is shared by the tags
+        # cited from it, so each is charged a part of it (the fit measures the real size).
         if tag not in tag_cost:
-            tag_cost[tag] = count_tokens(render.citation_line(tag, describe)) + 1
+            shared = count_tokens(describe(tag)) // 3
+            tag_cost[tag] = count_tokens(str(tag)) + 1 + shared
         return tag_cost[tag]
 
     def measure(chosen: list[aggregate.Entry]) -> int:
-        body, _ = render.render_body(brief_text, chosen, describe)
+        body, _ = render.render_body(brief_text, chosen, describe, compact)
         return count_tokens(render.front_matter(_measured(record, chosen)) + body)
 
     # The floor includes the note that says the budget fits only the structure.
+    safety = COMPACT_SAFETY_TOKENS if compact else SAFETY_TOKENS
     structure_note = f"the budget of {budget} tokens fits only the structure; raise --budget"
     notes.append(structure_note)
     fixed = measure([])
     notes.remove(structure_note)
-    if budget < fixed + SAFETY_TOKENS:
+    if budget < fixed + safety:
         raise BuildError(
             f"budget {budget} is too small: the fixed structure of context.md alone takes "
-            f"{fixed + SAFETY_TOKENS} tokens (try --budget {max(4 * fixed, 2000)} or more)"
+            f"{fixed + safety} tokens (try --budget {max(4 * fixed, 2000)} or more)"
         )
     t0 = time.perf_counter()
     chosen = aggregate.select(
-        assembly.entries, budget - fixed, cost, citation_cost, measure, budget - SAFETY_TOKENS
+        assembly.entries, budget - fixed, cost, citation_cost, measure, budget - safety
     )
     timings["fit"] = time.perf_counter() - t0
     if assembly.entries and not chosen:
@@ -245,18 +266,19 @@ def _build(
             cost,
             citation_cost,
             measure,
-            budget - SAFETY_TOKENS,
+            budget - safety,
         )
         timings["verify"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     record["created_at"] = iso(datetime.now(UTC))
-    record["left_out"] = max(0, len(assembly.entries) - len(chosen))
-    text, parts, redacted = _finish(brief_text, chosen, describe, record, count_tokens)
+    if not compact:
+        record["left_out"] = max(0, len(assembly.entries) - len(chosen))
+    text, parts, redacted = _finish(brief_text, chosen, describe, record, count_tokens, compact)
     if redacted:
         notes.append(f"{redacted} secrets redacted from the context before writing")
     while True:
-        text, parts, _ = _finish(brief_text, chosen, describe, record, count_tokens)
+        text, parts, _ = _finish(brief_text, chosen, describe, record, count_tokens, compact)
         if record["tokens"] <= budget or not chosen:
             break
         # Only a note or a redaction marker added after the fit can get here: give up the
@@ -300,11 +322,12 @@ def _finish(
     describe: _Describer,
     record: dict[str, Any],
     count_tokens: Callable[[str], int],
+    compact: bool,
 ) -> tuple[str, dict[str, str], int]:
     """Render, redact on egress, hash, and settle the token count: (text, parts, redacted)."""
     from ctxmill.redact import redact
 
-    body, parts = render.render_body(brief, chosen, describe)
+    body, parts = render.render_body(brief, chosen, describe, compact)
     body, redacted = redact(body)
     record.update(_measured(record, chosen))
     record["body_sha256"] = render.body_hash(body)
@@ -319,12 +342,13 @@ def _finish(
 
 
 def _record_template(brief: str) -> dict[str, Any]:
-    """The generation record with every field present, so that its size barely changes later."""
+    """The generation record with every field present and of its final shape, so that its size
+    barely changes later."""
     return {
         "generator": f"ctxmill {__version__}",
         "brief": " ".join(brief.split()),
-        "as_of": "0000-00-00T00:00:00.000Z",
-        "created_at": "0000-00-00T00:00:00.000Z",
+        "as_of": iso(datetime.now(UTC)),
+        "created_at": iso(datetime.now(UTC)),
         "budget": 0,
         "tokens": 0,
         "backend": "none",
@@ -334,8 +358,29 @@ def _record_template(brief: str) -> dict[str, Any]:
         "candidates": 0,
         "flagged": [],
         "left_out": 0,
-        "body_sha256": "0" * 64,
+        # A digest of the same shape as the final one: a run of zeros counts as far fewer tokens.
+        "body_sha256": hashlib.sha256(brief.encode("utf-8")).hexdigest(),
         "notes": [],
+    }
+
+
+def _compact_record(record: dict[str, Any]) -> dict[str, Any]:
+    """The generation record for a small budget: what SPEC.md asks of it (brief, budget, tokens,
+    index version, sources per layer, backend, created_at, content hash), the generator and
+    ``as_of``.  The index path, the window, the pool's counts, the flagged sessions and the notes
+    stay in ``--json``."""
+    index = record.get("index") or {}
+    return {
+        "generator": record["generator"],
+        "brief": record["brief"],
+        "as_of": record["as_of"],
+        "created_at": record["created_at"],
+        "budget": record["budget"],
+        "tokens": record["tokens"],
+        "backend": record["backend"],
+        "sources": record["sources"],
+        "index": {"schema": index.get("schema"), "embedder": index.get("embedder")},
+        "body_sha256": record["body_sha256"],
     }
 
 
@@ -415,16 +460,20 @@ def _model(cfg: Config, spec: str | Backend | None) -> tuple[verify.Completer, s
 class _Describer:
     """Resolves a tag to where it points, for the Citations section (cached per tag)."""
 
-    def __init__(self, cfg: Config, store: Store, records: dict[str, SessionRecord]) -> None:
+    def __init__(
+        self, cfg: Config, store: Store, records: dict[str, SessionRecord], compact: bool = False
+    ) -> None:
         self.cfg = cfg
         self.store = store
         self.records = dict(records)
+        self.compact = compact
         self.cache: dict[Tag, str] = {}
 
     def __call__(self, tag: Tag) -> str:
-        if tag not in self.cache:
-            self.cache[tag] = self._describe(tag)
-        return self.cache[tag]
+        key = Tag(tag.kind, tag.ref)
+        if key not in self.cache:
+            self.cache[key] = self._describe(tag)
+        return self.cache[key]
 
     def _record(self, sid: str) -> SessionRecord | None:
         if sid not in self.records:
@@ -435,11 +484,12 @@ class _Describer:
         return self.records[sid]
 
     def _describe(self, tag: Tag) -> str:
+        """Where a tag's source is: the topic file, the code file, the session (the line or turn
+        is in the tag itself)."""
         if tag.kind == "topic":
-            lines = f"line {tag.start}" if tag.start == tag.end else f"lines {tag.start}–{tag.end}"
-            return f"topics/{tag.ref}, {lines}"
+            return f"topics/{tag.ref}"
         if tag.kind == "code":
-            return f"{tag.ref}, line {tag.start} (code root)"
+            return f"{tag.ref} (code root)"
         rec = self._record(tag.ref)
         title = f"“{rec.title}”" if rec and rec.title else "untitled session"
         agent = rec.agent if rec else "unknown agent"
@@ -448,9 +498,6 @@ class _Describer:
             hits = self.store.chunks_for_tag(tag)
             where = f" — {hits[0].path}" if hits and hits[0].path else ""
             return f"summary of {title} ({agent}, {date}){where}"
-        hits = self.store.chunks_for_tag(tag)
-        if hits:
-            hit = hits[0]
-            when = (hit.timestamp or "")[:16].replace("T", " ") or date
-            return f"turn {tag.start} ({hit.role or 'turn'}, {when}) of {title} ({agent})"
-        return f"turn {tag.start} of {title} ({agent}, {date})"
+        if self.compact:
+            return f"{rec.title}, {date}" if rec and rec.title else date
+        return f"transcript of {title} ({agent}, {date})"

@@ -3,6 +3,10 @@
 The aggregator is where a pipeline like this fabricates or drops things, so every rule here is
 mechanical and tested:
 
+* A re-read turn is read passage by passage (:func:`reread`): what matters in a long turn is
+  rarely in its first lines, and a long session's one discovery must not lose its place to the
+  turns that repeat the brief's words.
+
 * Tags come from the findings, never from text: an entry carries exactly the tags of the excerpts
   it was made from (near-duplicates merged into it add theirs).
 * Precedence (SPEC): a compressed summary or a raw turn that states a different value than a topic
@@ -14,7 +18,8 @@ mechanical and tested:
 * "Files likely to touch" lists paths that exist in the code root now; a path that history names
   and that no longer exists is listed as such.
 * The budget is split across sections, and unused share flows to the others; what fits is found by
-  search over how much of each ranked section to keep, not by cutting the text at the end.
+  search over how much of each ranked section to keep, not by cutting the text at the end, and what
+  the split leaves unspent goes to the best items still out.
 """
 
 from __future__ import annotations
@@ -24,18 +29,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ctxmill.model import Excerpt, Layer, Tag
-from ctxmill.pipeline.brief import Brief, identifiers_in, stems, words
+from ctxmill.pipeline.brief import Brief, content_words, identifiers_in, stems, words
 from ctxmill.pipeline.fanout import NO_SUMMARY, FanOut, Finding
 from ctxmill.pipeline.text import (
-    FAILURE_RE,
     STEER_RE,
+    Passage,
     clip,
     containment,
+    is_narration,
     jaccard,
+    passages,
     sentences,
     shingles,
 )
-from ctxmill.store.base import SessionRecord, Store
+from ctxmill.store.base import Hit, SessionRecord, Store
 
 SECTIONS = ("recent_state", "history", "unresolved", "files")
 TITLES = {
@@ -55,9 +62,7 @@ SHARES = {
 }
 HISTORY_GROUPS = ("Failed attempts", "Decisions", "What happened")
 UNRESOLVED_GROUPS = ("Conflicts between layers", "Open threads")
-TURNS_PER_SESSION = 4
-MIN_TURN_OVERLAP = 0.2  # weighted share of the brief a re-read turn must touch
-TURN_CHARS = 700
+MIN_TURN_OVERLAP = 0.2  # weighted share of the brief a re-read passage must touch
 DUPLICATE_JACCARD = 0.5
 DUPLICATE_CONTAINMENT = 0.8
 
@@ -77,6 +82,7 @@ class Entry:
     order: tuple[str, int] = ("", 0)  # display order within its group
     id: str = ""  # E1, E2 … : what a model may cite
     block: str | None = None  # verbatim transcript text, fenced under the item
+    label: str = ""  # where it comes from ("2026-03-05 · user in “title”"), written before it
 
 
 @dataclass
@@ -96,67 +102,277 @@ def reread(
     brief: Brief,
     until: str,
     records: dict[str, SessionRecord],
+    turn_scores: dict[Tag, float] | None = None,
+    passage_chars: int | None = None,
 ) -> list[Finding]:
-    """The turns of the flagged sessions that matter for the brief.
+    """The passages of the flagged sessions' turns that matter for the brief.
 
     The index holds transcripts pre-stripped (no tool definitions, tool output truncated, no
-    images or thinking signatures), so this reads only text a person or the agent wrote.
+    images or thinking signatures), so this reads only text a person or the agent wrote.  Each
+    turn is cut into passages (paragraphs, list items, table rows; the agent's narration of its
+    next tool call dropped) and every passage is scored on its own: a long turn, such as a
+    compaction summary or a chat export's whole answer, holds many findings, and the one that
+    matters is rarely in its first lines.  A passage counts for more when it touches the brief,
+    reports a failure, a decision, a discovery ("now I understand …", "the issue was …") or a
+    person steering, names identifiers, or sits in a turn the pre-filter's searches ranked high.
+    Passages of one turn and of one session lose weight as more are taken from it, so that one
+    long session does not crowd out the rest.  The session's last request, when the transcript
+    shows no answer to it, is an open thread.
     """
+    scores = turn_scores or {}
+    limit_chars = passage_chars or PASSAGE_CHARS
     found: list[Finding] = []
-    for sid in flagged:
+    # Sessions in the order of their best-matching turn, next to the order they were flagged in.
+    best: dict[str, float] = {}
+    for tag, value in scores.items():
+        best[tag.ref] = max(value, best.get(tag.ref, 0.0))
+    by_turn = {sid: n for n, sid in enumerate(sorted(best, key=lambda s: -best[s]))}
+    for rank, sid in enumerate(flagged):
+        # The flagged sessions come best first: a passage of a weaker session needs more to win.
+        standing = SESSION_RANK_DECAY ** min(rank, by_turn.get(sid, rank))
         record = records.get(sid) or store.get_session(sid)
         title = record.title if record else None
-        scored: list[tuple[float, Finding]] = []
-        for hit in store.chunks_for_session(sid, Layer.RAW):
-            if hit.role not in ("user", "assistant", "summary"):
-                continue
-            if hit.timestamp and hit.timestamp >= until:
-                continue
+        turns = [
+            h
+            for h in store.chunks_for_session(sid, Layer.RAW)
+            if h.role in ("user", "assistant", "summary")
+            and not (h.timestamp and h.timestamp >= until)
+        ]
+        retrieval = _neighbour_scores(turns, scores)
+        candidates: list[tuple[float, int, Finding]] = []
+        for i, hit in enumerate(turns):
+            if retrieval[i] < MIN_RETRIEVAL and not _may_matter(hit.text, brief):
+                continue  # the cheap test first: most turns of a long session are neither
             prose = _prose(hit.text)
-            if not prose.strip():
-                continue
-            overlap = brief.overlap(prose)
-            failed = bool(FAILURE_RE.search(prose))
-            decided = bool(_STRONG_DECISION.search(prose))
-            steer = hit.role == "user" and bool(STEER_RE.match(prose))
-            strong = steer or decided or bool(_STRONG_FAILURE.search(prose))
-            # A turn that reverts, decides or steers is what a re-read is for: any touch of the
-            # brief keeps it; other turns must touch more of it.
-            if overlap <= 0 or (overlap < MIN_TURN_OVERLAP and not strong):
-                continue
-            score = overlap + 0.3 * failed + 0.15 * decided + 0.3 * steer
-            text = _key_sentences(prose, brief, limit=TURN_CHARS)
-            if not text:
-                continue
-            kind = (
-                "failure"
-                if failed and _STRONG_FAILURE.search(prose)
-                else "decision"
-                if (steer or decided)
-                else "history"
-            )
-            excerpt = Excerpt(
-                id="",
-                tag=hit.tag,
-                layer=Layer.RAW,
-                text=text,
-                score=score,
-                session_id=sid,
-                timestamp=hit.timestamp,
-                found_by=["reread"],
-            )
-            heading = f"{hit.role} turn {hit.tag.start}"
             block = _matching_block(hit.text, brief)
-            scored.append((score, Finding(excerpt, kind, heading, title=title, block=block)))
-        scored.sort(key=lambda s: -s[0])
-        # Without a summary the transcript is the only account of the session: read more of it.
-        limit = TURNS_PER_SESSION * (2 if flagged[sid] == NO_SUMMARY else 1)
-        found += [f for _, f in scored[:limit]]
+            # A search hit says the turn matched, not where in it: a long turn's passages share
+            # the credit.
+            share = min(1.0, limit_chars / max(1, len(prose)))
+            ranked = scores.get(hit.tag, 0.0) >= MIN_RETRIEVAL
+            for passage in passages(prose, limit_chars):
+                scored = _score_passage(
+                    passage, hit.role or "", brief, retrieval[i] * share, ranked
+                )
+                if scored is None:
+                    continue
+                score, kind = scored
+                score *= standing
+                excerpt = Excerpt(
+                    id="",
+                    tag=hit.tag,
+                    layer=Layer.RAW,
+                    text=passage.text,
+                    score=score,
+                    session_id=sid,
+                    timestamp=hit.timestamp,
+                    found_by=["reread"],
+                )
+                heading = f"{hit.role} turn {hit.tag.start}"
+                finding = Finding(
+                    excerpt, kind, heading, title=title, block=block, position=passage.index
+                )
+                candidates.append((score, i, finding))
+        limit = PASSAGES_PER_SESSION * (2 if flagged[sid] == NO_SUMMARY else 1)
+        # A compact context has room for one excerpt per turn: its best one.
+        per_turn = 1 if limit_chars < PASSAGE_CHARS else None
+        picked = _spread(candidates, limit, per_turn)
+        open_thread = _unanswered_request(turns, sid, title)
+        if open_thread is not None:
+            picked.append(open_thread)
+        found += picked
     return found
 
 
+PASSAGE_CHARS = 600
+COMPACT_PASSAGE_CHARS = 160  # in a compact context (small budget): a sentence or two per passage
+PASSAGES_PER_SESSION = 12
+RETRIEVAL_WEIGHT = 0.4  # of a turn's fused search score (best 1.0)
+NEIGHBOUR_WEIGHT = 0.5  # of the adjacent turns' search scores: a reply next to a matching question
+SESSION_RANK_DECAY = 0.85  # per place of the session in the flagged list
+TURN_DECAY = 0.9  # each further passage from the same turn
+SESSION_DECAY = 0.95  # each further passage from the same session
+ANSWER_WORDS = 5  # a reply with no sentence this long (narration aside) leaves the request open
+MIN_RETRIEVAL = 0.3  # a turn's search score from which it is read even without other reason
+
+
+def _may_matter(text: str, brief: Brief) -> bool:
+    """Whether any passage of a turn could pass :func:`_score_passage`'s test: the turn names one
+    of the brief's stems (as a substring: a superset of a word match) or reports something."""
+    lowered = text.lower()
+    if any(s in lowered for s in brief.stems) or any(
+        i.lower() in lowered for i in brief.identifiers
+    ):
+        return True
+    return any(
+        rx.search(text) for rx in (_STRONG_FAILURE, _STRONG_DECISION, _DISCOVERY, STEER_RE)
+    ) or bool(_HEADING_LINE.search(text))
+
+
+_HEADING_LINE = re.compile(r"^\s{0,3}#{1,6}\s", re.M)  # a heading may say "Root cause"
+
+
+def _neighbour_scores(turns: list[Hit], scores: dict[Tag, float]) -> list[float]:
+    own = [scores.get(h.tag, 0.0) for h in turns]
+    out: list[float] = []
+    for i, value in enumerate(own):
+        near = (own[i - 1] if i else 0.0) + (own[i + 1] if i + 1 < len(own) else 0.0)
+        out.append(min(1.0, value + NEIGHBOUR_WEIGHT * near))
+    return out
+
+
+def _score_passage(
+    passage: Passage, role: str, brief: Brief, retrieval: float, found: bool
+) -> tuple[float, str] | None:
+    """(score, kind) of a re-read passage, or None when it does not earn a place.
+
+    ``retrieval`` is the turn's search score with its neighbours' (a long turn's passages share
+    it); ``found`` says whether the searches ranked the turn itself high."""
+    text = passage.text
+    overlap = brief.overlap(f"{passage.heading} {text}")
+    failed = bool(_STRONG_FAILURE.search(text))
+    decided = bool(_STRONG_DECISION.search(text))
+    steer = role == "user" and bool(STEER_RE.match(text))
+    discovered = bool(_DISCOVERY.search(text) or _DIAGNOSIS.search(passage.heading))
+    resolved = bool(_RESOLUTION.search(passage.heading))
+    names = len(identifiers_in(text))
+    signal = 0.3 * failed + 0.15 * decided + 0.3 * steer + 0.25 * discovered + 0.2 * resolved
+    # What a re-read is for: a turn that touches the brief, or one that reports what went wrong,
+    # what was decided or found out about something it names (the session is already about the
+    # brief: its dead ends are the brief's too, even in other words).
+    if not (
+        overlap >= MIN_TURN_OVERLAP
+        or (signal and (overlap > 0 or names))
+        or found
+        or (retrieval >= MIN_RETRIEVAL and (overlap > 0 or len(content_words(text)) >= 6))
+    ):
+        return None
+    score = overlap + signal + 0.05 * min(names, 4) + RETRIEVAL_WEIGHT * retrieval
+    kind = "failure" if failed else "decision" if (steer or decided or resolved) else "history"
+    return score, kind
+
+
+def _spread(
+    candidates: list[tuple[float, int, Finding]], limit: int, per_turn_cap: int | None = None
+) -> list[Finding]:
+    """The best ``limit`` passages, each further one from the same turn or session discounted.
+
+    The discounted score is what the budget fit ranks by, so the spread holds there too.
+    """
+    ordered = sorted(candidates, key=lambda c: -c[0])
+    taken: list[Finding] = []
+    seen: list[set[tuple[str, ...]]] = []
+    per_turn: dict[int, int] = {}
+    remaining = ordered
+    while remaining and len(taken) < limit:
+        best_i, best_value = 0, -1.0
+        for j, (score, turn, _) in enumerate(remaining):
+            value = score * TURN_DECAY ** per_turn.get(turn, 0)
+            if value > best_value:
+                best_i, best_value = j, value
+            if score <= best_value:
+                break  # sorted by score: nothing later can beat it
+        _, turn, finding = remaining.pop(best_i)
+        # A passage the session repeats ("ran the export again …") takes no second place: its
+        # tag joins the first copy's, and the place goes to something new.
+        sh = shingles(finding.excerpt.text)
+        twin = next((k for k, ksh in zip(taken, seen, strict=True) if _near(sh, ksh)), None)
+        if twin is not None:
+            _add_tag(twin, finding.excerpt.tag)
+            continue
+        finding.excerpt.score = best_value * SESSION_DECAY ** len(taken)
+        per_turn[turn] = per_turn.get(turn, 0) + 1
+        taken.append(finding)
+        seen.append(sh)
+        if per_turn_cap is not None and per_turn[turn] >= per_turn_cap:
+            remaining = [c for c in remaining if c[1] != turn]
+    # One turn's passages each carry the turn's code block at most once.
+    shown: set[Tag] = set()
+    for finding in taken:
+        if finding.block is not None:
+            if finding.excerpt.tag in shown:
+                finding.block = None
+            shown.add(finding.excerpt.tag)
+    return taken
+
+
+_NOT_A_REQUEST = re.compile(r"^\s*[<\[]")  # markup a client injected, "[Request interrupted …]"
+# What a request or a problem report looks like: a question, an instruction, something broken.
+_REQUEST = re.compile(
+    r"\?|^\W*(?:please|fix|check|make|add|remove|implement|update|change|use|try|find|look|"
+    r"investigate|debug|run|write|create|plan|do|don't|stop|revert)\b|\b(?:can't|cannot|"
+    r"can you|could you|doesn't|does not|isn't|is not|won't|not working|broken|fails?|failing|"
+    r"error|make sure|need to|should)\b",
+    re.I,
+)
+# A conversation's goodbye is not a request left open.
+_CLOSING = re.compile(
+    r"\b(?:thanks|thank you|thx|bye|goodbye|see you|see ya|talk (?:to you )?(?:soon|later)|"
+    r"take care|cheers|good night|can't wait|looking forward)\b",
+    re.I,
+)
+
+
+def _unanswered_request(turns: list[Hit], sid: str, title: str | None) -> Finding | None:
+    """The session's last request of the user, when nothing after it answers it.
+
+    A session that ends on a question or an instruction that no tool call and no sentence of
+    substance (narration aside) follows left that thread open.  Markup a client injected, a
+    goodbye and two-word prompts ("try again", "proceed") are not requests.
+    """
+    last = next((i for i in range(len(turns) - 1, -1, -1) if turns[i].role == "user"), None)
+    if last is None:
+        return None
+    hit = turns[last]
+    text = " ".join(hit.text.split())
+    if (
+        _NOT_A_REQUEST.match(text)
+        or len(content_words(text)) < 3
+        or len(text) > 600
+        or not _REQUEST.search(text)
+        or _CLOSING.search(text)
+    ):
+        return None
+    for later in turns[last + 1 :]:
+        if _TOOL_LINE.search(later.text):
+            return None  # work was done on it
+        said = [s for s in sentences(_prose(later.text)) if not is_narration(s)]
+        if any(len(content_words(s)) >= ANSWER_WORDS for s in said):
+            return None
+    excerpt = Excerpt(
+        id="",
+        tag=hit.tag,
+        layer=Layer.RAW,
+        text=clip(text, 400),
+        score=0.5,
+        session_id=sid,
+        timestamp=hit.timestamp,
+        found_by=["reread"],
+    )
+    return Finding(excerpt, "open", f"unanswered last request turn {hit.tag.start}", title=title)
+
+
+# A heading over a diagnosis ("The Problem", "Root cause", "What Was Wrong", "Key issues found").
+_DIAGNOSIS = re.compile(
+    r"\b(problems?|issues?|root cause|cause|what (?:was|went) wrong|diagnos\w*|findings?|bugs?|"
+    r"gotchas?|lessons?)\b",
+    re.I,
+)
+# A heading over what was done about it ("Solution", "What I Fixed", "Changes made").
+_RESOLUTION = re.compile(
+    r"\b(solution|fix(?:es|ed)?|resolution|what (?:i|we) (?:fixed|changed|did)|changes made|"
+    r"outcome)\b",
+    re.I,
+)
+_DISCOVERY = re.compile(
+    r"\b(now I (?:understand|see|get it)|I see (?:the|what|why)|(?:the|a) (?:real |actual |root |"
+    r"underlying )?(?:issue|problem|bug|cause|culprit|reason) (?:is|was)|root cause|turns? out|"
+    r"(?:issue|problem|cause|bug)s?:|actually|misleading|what (?:was|went) wrong|(?:the )?fix (?:is|was)|"
+    r"fixed by|that's why|"
+    r"which is why|this is why|has its own|need(?:s|ed)? (?:a |an |the )?`)",
+    re.I,
+)
 _STRONG_FAILURE = re.compile(
-    r"\b(revert(?:ed|ing)?|abandon(?:ed)?|gave up|roll(?:ed)? ?back|did(?:n't| not) work|"
+    r"\b(revert(?:ed|ing)?|abandon(?:ed)?|gave up|rolled back|rolling back|did(?:n't| not) work|"
     r"leak(?:ed|s|ing)?|broke|scrapped|backed out|failed (?:to|under|with|because|when|in)|"
     r"exhausted)\b",
     re.I,
@@ -174,8 +390,9 @@ _STRONG_DECISION = re.compile(
 
 
 def _prose(text: str) -> str:
-    """What a person or the agent wrote: no code blocks, no tool-call lines."""
-    return _TOOL_LINE.sub(" ", _CODE_BLOCK.sub(" [code] ", text))
+    """What a person or the agent wrote: no code blocks (a matching one is shown on its own), no
+    tool-call lines."""
+    return _TOOL_LINE.sub(" ", _CODE_BLOCK.sub("\n\n", text))
 
 
 def _matching_block(text: str, brief: Brief) -> str | None:
@@ -189,26 +406,6 @@ def _matching_block(text: str, brief: Brief) -> str | None:
             cut = lines[:BLOCK_LINES] + (["…"] if len(lines) > BLOCK_LINES else [])
             return "\n".join(cut)
     return None
-
-
-def _key_sentences(text: str, brief: Brief, limit: int) -> str:
-    """The sentences of a turn that touch the brief or say what failed or was decided."""
-    picked: list[str] = []
-    size = 0
-    for s in sentences(text):
-        if (
-            brief.overlap(s) > 0
-            or FAILURE_RE.search(s)
-            or _STRONG_DECISION.search(s)
-            or STEER_RE.match(s)
-        ):
-            if size + len(s) > limit:
-                if not picked:
-                    picked.append(clip(s, limit))
-                break
-            picked.append(s)
-            size += len(s) + 1
-    return " ".join(picked)
 
 
 # -- assembly -------------------------------------------------------------------------------------
@@ -246,23 +443,44 @@ def merge_duplicates(findings: list[Finding]) -> list[Finding]:
     and tag stay, and the other's tags are added, so no source is lost from the record."""
     ordered = sorted(findings, key=lambda f: (f.excerpt.layer.authority, -f.excerpt.score))
     kept: list[tuple[Finding, set[tuple[str, ...]]]] = []
+    # Only findings that share a shingle can be near-duplicates: an index from shingle to the
+    # kept findings holding it spares comparing every pair.
+    holding: dict[tuple[str, ...], list[int]] = {}
     for f in ordered:
         sh = shingles(f.excerpt.text)
-        for k, ksh in kept:
-            if k.excerpt.tag == f.excerpt.tag and k.excerpt.text == f.excerpt.text:
-                break
-            if (
-                jaccard(sh, ksh) >= DUPLICATE_JACCARD
-                or containment(sh, ksh) >= DUPLICATE_CONTAINMENT
+        near = sorted({i for s in sh for i in holding.get(s, ())})
+        for i in near:
+            k, ksh = kept[i]
+            if (k.excerpt.tag == f.excerpt.tag and k.excerpt.text == f.excerpt.text) or _near(
+                sh, ksh
             ):
-                for tag in f.tags:
-                    if tag not in k.tags:
-                        k.also.append(tag)
-                k.excerpt.score = max(k.excerpt.score, f.excerpt.score)
+                if k.excerpt.text != f.excerpt.text or k.excerpt.tag != f.excerpt.tag:
+                    for tag in f.tags:
+                        _add_tag(k, tag)
+                    k.excerpt.score = max(k.excerpt.score, f.excerpt.score)
                 break
         else:
+            for s in sh:
+                holding.setdefault(s, []).append(len(kept))
             kept.append((f, sh))
     return [f for f, _ in kept]
+
+
+MERGED_TAGS = 3  # tags a merged item keeps; a source of another kind always adds its own
+
+
+def _near(a: set[tuple[str, ...]], b: set[tuple[str, ...]]) -> bool:
+    return jaccard(a, b) >= DUPLICATE_JACCARD or containment(a, b) >= DUPLICATE_CONTAINMENT
+
+
+def _add_tag(kept: Finding, tag: Tag) -> None:
+    """Record a duplicate's source on the item that stays.  Every kind of source is kept (a note
+    and the transcript that agrees with it); more copies of one kind add nothing after a few."""
+    tags = kept.tags
+    if tag in tags:
+        return
+    if len(tags) < MERGED_TAGS or all(t.kind != tag.kind for t in tags):
+        kept.also.append(tag)
 
 
 # Quantities that can disagree: a number with a unit ("12h", "24 hours", "5 retries", "30%").
@@ -545,11 +763,9 @@ def _entry(f: Finding) -> Entry:
     who = f.title or (e.session_id or "")[:8]
     if e.layer is Layer.RAW:
         role = f.heading.split(" turn ")[0] if f.heading else "turn"
-        prefix = f"{date or 'undated'} · {role} in “{clip(who, 60)}”: "
+        label = f"{date or 'undated'} · {role} in “{clip(who, 60)}”"
     else:
-        prefix = (
-            f"{date or 'undated'} · “{clip(who, 60)}”: " if f.title else f"{date or 'undated'}: "
-        )
+        label = f"{date or 'undated'} · “{clip(who, 60)}”" if f.title else f"{date or 'undated'}"
     if f.kind == "open":
         section, group = "unresolved", UNRESOLVED_GROUPS[1]
     else:
@@ -563,13 +779,14 @@ def _entry(f: Finding) -> Entry:
     return Entry(
         section=section,
         group=group,
-        text=prefix + e.text,
+        text=e.text,
+        label=label,
         tags=f.tags,
         score=e.score,
         layer=e.layer,
         sources=[e.text],
         date=date,
-        order=(date or "", e.tag.start or 0),
+        order=(date or "", (e.tag.start or 0) * 1000 + f.position),
         block=f.block,
     )
 
@@ -672,14 +889,44 @@ def select(
     best = pick(0.0)
     if render_tokens(pick(hi)) <= budget_left:
         return pick(hi)
+    size = render_tokens(best)
     for _ in range(14):
         mid = (lo + hi) / 2
         chosen = pick(mid)
-        if render_tokens(chosen) <= budget_left:
-            lo, best = mid, chosen
+        tokens = render_tokens(chosen)
+        if tokens <= budget_left:
+            lo, best, size = mid, chosen, tokens
         else:
             hi = mid
-    return best
+    return _top_up(best, entries, size, costs, render_tokens, budget_left)
+
+
+FILL_TRIES = 24
+
+
+def _top_up(
+    chosen: list[Entry],
+    entries: list[Entry],
+    size: int,
+    costs: dict[int, int],
+    render_tokens: Callable[[list[Entry]], int],
+    budget_left: int,
+) -> list[Entry]:
+    """Spend what the section split left over: the best entries not chosen that still fit, tried
+    one by one on the real rendered size (a few dozen renders at most)."""
+    picked = {id(e) for e in chosen}
+    rest = sorted((e for e in entries if id(e) not in picked), key=lambda e: -e.score)
+    tries = 0
+    for e in rest:
+        if tries >= FILL_TRIES or budget_left - size < 8:
+            break
+        if costs[id(e)] > budget_left - size + 8:
+            continue  # cannot fit, whatever tags it shares with what is in
+        tries += 1
+        tokens = render_tokens([*chosen, e])
+        if tokens <= budget_left:
+            chosen, size = [*chosen, e], tokens
+    return chosen
 
 
 def _water_fill(need: dict[str, int], total: float) -> dict[str, float]:

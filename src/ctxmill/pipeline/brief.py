@@ -8,6 +8,7 @@ and the aggregator agree on what "matches the brief" means.
 from __future__ import annotations
 
 import calendar
+import functools
 import math
 import re
 from collections.abc import Iterable
@@ -79,9 +80,12 @@ _SUFFIXES = (
 )
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
     """A deliberately crude stemmer: enough that "migrate", "migration" and "migrating" meet, and
-    "logs", "logged" and "logging" too.  Two rounds of suffix stripping, stems of 3+ letters."""
+    "logs", "logged" and "logging" too.  Two rounds of suffix stripping, stems of 3+ letters.
+
+    Cached: a build stems the same few thousand words over and over."""
     w = word.lower()
     for _ in range(2):
         for suffix in _SUFFIXES:

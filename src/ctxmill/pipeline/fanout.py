@@ -8,7 +8,9 @@ C  code        the files the brief names or whose paths match it, and every refe
                identifiers that will change (a targeted list, not a dump)
 
 None of them reads raw transcripts.  B flags sessions whose summary is suggestive but not enough
-(a failure or decision that touches the brief, or no summary at all) for the aggregator to re-read.
+(a failure or decision that touches the brief, or no summary at all) for the aggregator to re-read,
+and the sessions of the turns the pre-filter's keyword and semantic queries ranked best (the
+searches have seen the turns; the workers have not).
 SQLite connections must not be shared across threads, so each worker opens its own.
 """
 
@@ -46,6 +48,10 @@ MAX_TRACED = 30
 CODE_TAGS = 3  # line tags per file in "Files likely to touch"
 ITEM_CHARS = 900
 NO_SUMMARY = "no summary"  # why a session is flagged when it has no compressed summary
+CLOSE_TURN = "a transcript turn matches the brief closely"
+TURN_FLAG = 0.5  # fused turn score (best 1.0) above which a summarised session is re-read too
+TOP_TURNS = 20  # the sessions of this many best-matching turns are re-read …
+MORE_FLAGGED = 8  # … up to this many beyond MAX_FLAGGED
 
 
 @dataclass
@@ -58,6 +64,7 @@ class Finding:
     title: str | None = None  # the session's title, or the topic file
     also: list[Tag] = field(default_factory=list)  # tags of merged near-duplicates
     block: str | None = None  # verbatim code from a transcript, shown fenced
+    position: int = 0  # which passage of its turn (display order)
 
     @property
     def tags(self) -> list[Tag]:
@@ -223,8 +230,15 @@ def compressed_worker(stores: StoreFactory, pool: Pool, brief: Brief) -> WorkerR
     store = stores()
     scored: list[tuple[float, Finding]] = []
     flag_scores: dict[str, tuple[float, str]] = {}
+    # How strongly a session's own turns matched the brief (its best turn), next to how the
+    # session as a whole ranked: both decide which transcripts are worth a re-read.
+    best_turn: dict[str, float] = {}
+    for tag, value in pool.turn_scores.items():
+        best_turn[tag.ref] = max(value, best_turn.get(tag.ref, 0.0))
+    top = max((c.score for c in pool.candidates), default=0.0) or 1.0
     try:
         for rank, cand in enumerate(pool.candidates[:MAX_SESSIONS_READ]):
+            standing = cand.score / top + best_turn.get(cand.session_id, 0.0)
             hits = store.chunks_for_session(cand.session_id, Layer.COMPRESSED)
             hits = [h for h in hits if not h.timestamp or h.timestamp < pool.until]
             record = cand.record
@@ -235,8 +249,10 @@ def compressed_worker(stores: StoreFactory, pool: Pool, brief: Brief) -> WorkerR
             content_query = any(q in ("topic", "path", "keyword") for q in cand.found_by)
             if not hits:
                 if content_query:
-                    flag_scores[cand.session_id] = (cand.score, NO_SUMMARY)
+                    flag_scores[cand.session_id] = (standing, NO_SUMMARY)
                 continue
+            if content_query and best_turn.get(cand.session_id, 0.0) >= TURN_FLAG:
+                flag_scores[cand.session_id] = (standing, CLOSE_TURN)
             # Later candidates need a clearer match: the pool is ranked, the budget is not free.
             weight = 1.0 / (1.0 + rank / 20)
             items = _summary_items(hits)
@@ -271,7 +287,7 @@ def compressed_worker(stores: StoreFactory, pool: Pool, brief: Brief) -> WorkerR
                 if kind in ("failure", "decision") and overlap > 0:
                     best = flag_scores.get(cand.session_id, (0.0, ""))[0]
                     why = f"summary mentions a {'failed attempt' if kind == 'failure' else 'decision'} touching the brief"
-                    flag_scores[cand.session_id] = (max(best, score + cand.score), why)
+                    flag_scores[cand.session_id] = (max(best, score + standing), why)
             session_items.sort(key=lambda s: -s[0])
             scored += session_items[:MAX_ITEMS_PER_SESSION]
     finally:
@@ -280,6 +296,18 @@ def compressed_worker(stores: StoreFactory, pool: Pool, brief: Brief) -> WorkerR
     result.findings = [f for _, f in scored[:MAX_SUMMARY_ITEMS]]
     ranked = sorted(flag_scores.items(), key=lambda kv: -kv[1][0])[:MAX_FLAGGED]
     result.flagged = {sid: why for sid, (_, why) in ranked}
+    # The sessions of the best-matching turns are worth a read too, wherever the session as a
+    # whole ranked: one turn may hold the answer in a session about something else.
+    found = {
+        c.session_id
+        for c in pool.candidates
+        if any(q in ("topic", "path", "keyword") for q in c.found_by)
+    }
+    for tag in sorted(pool.turn_scores, key=lambda t: -pool.turn_scores[t])[:TOP_TURNS]:
+        if len(result.flagged) >= MAX_FLAGGED + MORE_FLAGGED:
+            break
+        if tag.ref in found and tag.ref not in result.flagged:
+            result.flagged[tag.ref] = CLOSE_TURN
     return result
 
 

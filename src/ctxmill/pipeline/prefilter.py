@@ -19,7 +19,7 @@ import itertools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from ctxmill.model import Layer
+from ctxmill.model import Layer, Tag
 from ctxmill.pipeline.brief import Brief, identifiers_in
 from ctxmill.search import search
 from ctxmill.store.base import Filters, Hit, SessionRecord, Store
@@ -33,6 +33,7 @@ RRF_K = 60
 SEARCH_K = 200
 TOPIC_SECTIONS = 8
 SEMANTIC_FLOOR = 0.6  # of the best cosine score
+TURN_RANK_SCALE = 10
 MIN_SAMPLE = 50  # texts below which term weights also sample raw turns
 RAW_SAMPLE = 3000
 
@@ -58,6 +59,9 @@ class Pool:
     widened: bool
     total: int  # candidates before the limit
     notes: list[str] = field(default_factory=list)
+    turn_scores: dict[Tag, float] = field(default_factory=dict)
+    """Raw turns the keyword and semantic queries found, fused by rank (best 1.0): which turns of
+    a session the aggregator should look at first."""
 
 
 def iso(moment: datetime) -> str:
@@ -94,13 +98,14 @@ def prefilter(
 
     rankings["path"] = _path_query(store, brief, visible, sessions_only)
 
+    keyword_hits: list[Hit] = []
     if brief.terms or brief.identifiers:
-        rankings["keyword"] = _rank_sessions(
-            store.keyword_search(brief.text, sessions_only, SEARCH_K)
-        )
+        keyword_hits = store.keyword_search(brief.text, sessions_only, SEARCH_K)
+        rankings["keyword"] = _rank_sessions(keyword_hits)
 
     semantic = search(store, brief.text, mode="semantic", k=SEARCH_K, filters=sessions_only)
     notes += semantic.notes
+    turn_scores = _turn_scores([keyword_hits, semantic.hits])
     # Vectors always have a nearest neighbour; only hits near the best one count as found.
     best = max((h.score for h in semantic.hits), default=0.0)
     rankings["semantic"] = _rank_sessions(
@@ -124,7 +129,21 @@ def prefilter(
         widened=days != window_days,
         total=len(ordered),
         notes=notes,
+        turn_scores=turn_scores,
     )
+
+
+def _turn_scores(rankings: list[list[Hit]]) -> dict[Tag, float]:
+    """The raw turns among the hits, each query's rank turned into a score that halves by rank
+    TURN_RANK_SCALE + 1 and keeps falling (unlike RRF's, which barely moves over the first
+    hundred), summed over the queries and scaled so the best is 1.0."""
+    fused: dict[Tag, float] = {}
+    for ranking in rankings:
+        turns = [h for h in ranking if h.layer is Layer.RAW]
+        for rank, hit in enumerate(turns):
+            fused[hit.tag] = fused.get(hit.tag, 0.0) + 1.0 / (1.0 + rank / TURN_RANK_SCALE)
+    best = max(fused.values(), default=0.0)
+    return {tag: score / best for tag, score in fused.items()} if best else {}
 
 
 def _vocabulary_sample(store: Store) -> list[str]:

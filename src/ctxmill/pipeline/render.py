@@ -24,6 +24,7 @@ EMPTY = {
     "files": "_No code root, or no file matched this brief._",
     "citations": "_No citations._",
 }
+EMPTY_COMPACT = "_Nothing found._"
 
 
 def fence(text: str, info: str = "text") -> str:
@@ -38,19 +39,30 @@ def defuse(text: str) -> str:
     return TAG_IN_TEXT_RE.sub(lambda m: "(" + m[0][1:-1] + ")", text)
 
 
-def entry_lines(entry: Entry) -> list[str]:
+def entry_lines(entry: Entry, compact: bool = False) -> list[str]:
+    """One list item: where it comes from, the text, its tags; a transcript's code fenced below.
+
+    Compact (small budgets): the label keeps only the date, and no code block is shown."""
     tags = " ".join(str(t) for t in entry.tags)
-    text = defuse(entry.text)
+    label = entry.label
+    if compact and label:
+        label = label.split(" · ", 1)[0]
+    text = defuse(f"{label}: {entry.text}" if label else entry.text)
     lines = [f"- {text} {tags}".rstrip()]
-    if entry.block:
+    if entry.block and not compact:
         lines += ["  " + line if line else "" for line in fence(entry.block).splitlines()]
     return lines
 
 
-def section_lines(key: str, entries: list[Entry]) -> list[str]:
-    """The body of one section, grouped under sub-headings in a reading order."""
+def section_lines(key: str, entries: list[Entry], compact: bool = False) -> list[str]:
+    """The body of one section, grouped under sub-headings in a reading order.
+
+    Compact (small budgets): an empty section says so in two words, and history is one list in
+    date order without sub-headings; every tag stays."""
     if not entries:
-        return [EMPTY[key]]
+        return [EMPTY_COMPACT if compact else EMPTY[key]]
+    if compact and key == "history":
+        return _dated_lines(sorted(entries, key=lambda e: (e.date or "9999", e.order)))
     groups: dict[str, list[Entry]] = {}
     for e in entries:
         groups.setdefault(e.group, []).append(e)
@@ -82,12 +94,45 @@ def section_lines(key: str, entries: list[Entry]) -> list[str]:
                 lines.append("")
             lines += [f"### {g}", ""]
         for e in groups[g]:
-            lines += entry_lines(e)
+            lines += entry_lines(e, compact)
     return lines
 
 
-def citation_line(tag: Tag, describe: Callable[[Tag], str]) -> str:
-    return f"- {tag} — {defuse(describe(tag))}"
+def _dated_lines(entries: list[Entry]) -> list[str]:
+    """Compact history: the excerpts of one date share one list item and one date label, each
+    excerpt followed by its own tags.  A topic note's item (no label) stands alone."""
+    lines: list[str] = []
+    run_date: str | None = None
+    for e in entries:
+        if not e.label:
+            lines += entry_lines(e, compact=True)
+            run_date = None
+            continue
+        date = e.label.split(" · ", 1)[0]
+        piece = f"{defuse(e.text)} {' '.join(str(t) for t in e.tags)}".rstrip()
+        if date == run_date:
+            lines[-1] += f" · {piece}"
+        else:
+            lines.append(f"- {date}: {piece}")
+            run_date = date
+    return lines
+
+
+def source_key(tag: Tag) -> tuple[str, str]:
+    """What a tag points into: one topic file, one session's transcript or summary, one file."""
+    return tag.kind, tag.ref
+
+
+def citation_lines(tags: list[Tag], describe: Callable[[Tag], str]) -> list[str]:
+    """One line per source: every tag that points into it, then what it is (``describe`` names a
+    tag's source).  A session's turns share one line, so a tag costs little more than itself."""
+    groups: dict[tuple[str, str], list[Tag]] = {}
+    for tag in tags:
+        groups.setdefault(source_key(tag), []).append(tag)
+    return [
+        f"- {' '.join(str(t) for t in group)} — {defuse(describe(group[0]))}"
+        for group in groups.values()
+    ]
 
 
 def cited_tags(entries: Iterable[Entry]) -> list[Tag]:
@@ -101,6 +146,7 @@ def render_body(
     brief: str,
     entries: list[Entry],
     describe: Callable[[Tag], str],
+    compact: bool = False,
 ) -> tuple[str, dict[str, str]]:
     """The markdown after the front matter, and each section's text (for per-section counts)."""
     by_section: dict[str, list[Entry]] = {s: [] for s in SECTIONS}
@@ -108,9 +154,11 @@ def render_body(
         by_section[e.section].append(e)
     parts: dict[str, str] = {}
     for key in SECTIONS:
-        parts[key] = "\n".join([f"## {TITLES[key]}", "", *section_lines(key, by_section[key])])
+        lines = section_lines(key, by_section[key], compact)
+        parts[key] = "\n".join([f"## {TITLES[key]}", "", *lines])
     tags = cited_tags(entries)
-    cites = [citation_line(t, describe) for t in tags] or [EMPTY["citations"]]
+    empty = EMPTY_COMPACT if compact else EMPTY["citations"]
+    cites = citation_lines(tags, describe) or [empty]
     parts["citations"] = "\n".join([f"## {TITLES['citations']}", "", *cites])
     title = f"# Context for: {' '.join(defuse(brief).split())}"
     body = "\n\n".join([title, *(parts[k] for k in (*SECTIONS, "citations"))]) + "\n"
@@ -118,7 +166,11 @@ def render_body(
 
 
 def front_matter(record: dict[str, Any]) -> str:
-    dumped = yaml.safe_dump(record, sort_keys=False, allow_unicode=True, width=1000)
+    """The generation record as YAML; a mapping or list of plain values is written on one line
+    (``sources: {topic: 3, …}``), which keeps the record short without hiding anything."""
+    dumped = yaml.safe_dump(
+        record, sort_keys=False, allow_unicode=True, width=1000, default_flow_style=None
+    )
     return f"---\n{dumped}---\n"
 
 

@@ -178,3 +178,131 @@ def clip(text: str, limit: int) -> str:
     if cut.count("`") % 2:  # never leave an inline code span open
         cut += "`"
     return cut + " …"
+
+
+# -- passages of a transcript turn ----------------------------------------------------------------
+
+# An agent announcing its next tool call ("Let me check the config:", "Now I'll run the tests."):
+# the call's result is what mattered, and it is not in the turn's prose.
+_NARRATION_RE = re.compile(
+    r"^(?:(?:now|next|first|then|so|ok(?:ay)?|alright|great|perfect|good|excellent)[,!.]?\s+)*"
+    r"(?:let me|let's|let us|i'll|i will|i'm going to|i am going to|we'll)\b",
+    re.I,
+)
+_FILLER_RE = re.compile(
+    r"^(?:perfect|great|excellent|good|done|ok(?:ay)?|alright|now|got it|understood)\b[\s.!]*$",
+    re.I,
+)
+_WRAPPER_RE = re.compile(r"^</?[a-z][\w-]*>$")  # <analysis>, </summary>: a summary's scaffolding
+_TABLE_RULE_RE = re.compile(r"^\|?[\s:|-]+\|?$")
+
+
+def is_narration(sentence: str) -> bool:
+    """A sentence that only says what the agent is about to do, or a bare interjection."""
+    s = sentence.strip()
+    if _FILLER_RE.match(s):
+        return True
+    return bool(_NARRATION_RE.match(s)) and (s.endswith(":") or len(s) < 200)
+
+
+@dataclass
+class Passage:
+    """One paragraph, list item or table row of a turn's prose, narration removed."""
+
+    heading: str  # the nearest markdown heading above it in the turn ("" if none)
+    text: str
+    index: int  # position in the turn, from 0
+
+
+def passages(prose: str, limit: int) -> list[Passage]:
+    """Split a turn's prose into passages of at most ``limit`` characters.
+
+    Paragraphs, list items and table rows are the pieces; a heading or a paragraph ends a run of
+    list items, and consecutive short items of one list are read together (a list of steps or of
+    errors is one account).  A longer paragraph is cut between sentences.  Narration is dropped,
+    and a passage left with fewer than three content words is not one.
+    """
+    blocks: list[tuple[str, bool, list[str]]] = []  # (heading, is a list item, lines)
+    heading = ""
+    cur: list[str] = []
+    item = False
+
+    def flush() -> None:
+        nonlocal cur
+        if cur:
+            blocks.append((heading, item, cur))
+        cur = []
+
+    for line in prose.splitlines():
+        stripped = line.strip()
+        if not stripped or _WRAPPER_RE.match(stripped) or _TABLE_RULE_RE.match(stripped):
+            flush()
+            continue
+        if m := _HEADING_RE.match(stripped):
+            flush()
+            heading = m[2].strip("*_ ")
+            continue
+        if _BULLET_RE.match(line) or stripped.startswith("|"):
+            flush()
+            item = True
+            cur = [_BULLET_RE.sub("", stripped, count=1).strip("| ")]
+            continue
+        if not cur:
+            item = False
+        cur.append(stripped)
+    flush()
+    pieces: list[tuple[str, bool, str]] = []
+    for head, is_item, lines in blocks:
+        kept = [s for s in _clauses(" ".join(lines)) if not is_narration(s)]
+        text = " ".join(kept)
+        if not text:
+            continue
+        last = pieces[-1] if pieces else None
+        if (
+            is_item
+            and last is not None
+            and last[1]
+            and last[0] == head
+            and len(text) <= MERGE_ITEM_CHARS
+            and len(last[2]) + len(text) <= MERGE_CHARS
+        ):
+            joint = " " if last[2].endswith(":") else "; "
+            pieces[-1] = (head, True, last[2] + joint + text)
+        else:
+            pieces.append((head, is_item and len(text) <= MERGE_ITEM_CHARS, text))
+    out: list[Passage] = []
+    for head, _, text in pieces:
+        chunk: list[str] = []
+        size = 0
+        for s in _sentences(text):
+            if chunk and size + len(s) > limit:
+                _add_passage(out, head, chunk, limit)
+                chunk, size = [], 0
+            chunk.append(s)
+            size += len(s) + 1
+        _add_passage(out, head, chunk, limit)
+    return out
+
+
+MERGE_ITEM_CHARS = 200  # list items up to this long are read with their neighbours …
+MERGE_CHARS = 400  # … into passages up to this long
+# A passage is one block already, so only sentence ends split it: the flattened-list markers
+# ``sentences`` also cuts at would break "24 * 60 * 60" apart.
+_SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z`\"'(\[*])")
+_CLAUSE_RE = re.compile(r"(?<=:)\s+(?=[A-Z])")
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END_RE.split(" ".join(text.split())) if s.strip()]
+
+
+def _clauses(text: str) -> list[str]:
+    """Sentences, also cut after a colon that a capitalised word follows: an agent's narration
+    often runs "Now let me check X: Now let me read Y:" with no full stop."""
+    return [c for s in _sentences(text) for c in _CLAUSE_RE.split(s) if c.strip()]
+
+
+def _add_passage(out: list[Passage], heading: str, chunk: list[str], limit: int) -> None:
+    text = clip(" ".join(chunk), limit)
+    if len(content_words(text)) >= 3:
+        out.append(Passage(heading, text, len(out)))

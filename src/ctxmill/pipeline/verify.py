@@ -82,7 +82,8 @@ def prompt(brief: str, entries: list[Entry]) -> str:
         lines.append(f"## {section}")
         for e in mine:
             where = f"{e.group} · " if e.group else ""
-            lines.append(f"{e.id} [{where}{e.date or 'undated'}] {' '.join(e.text.split())}")
+            source = e.label or e.date or "undated"  # "2026-03-05 · user in “title”"
+            lines.append(f"{e.id} [{where}{source}] {' '.join(e.text.split())}")
         lines.append("")
     return "\n".join(lines)
 
