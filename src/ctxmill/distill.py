@@ -107,7 +107,7 @@ def load_source(path: Path, session_id: str | None = None) -> Source:
     if path.name.removesuffix(".gz").lower().endswith((".md", ".markdown", ".txt")):
         return _markdown_source(path)
     raise DistillError(
-        f"{path}: neither a transcript ctxmill reads (Claude Code, Codex, SpecStory) nor markdown"
+        f"{path}: neither a transcript ctxmill reads (Claude Code, Codex, Gemini CLI, aider, OpenCode, SpecStory) nor markdown"
     )
 
 

@@ -1,7 +1,9 @@
 """The ``ctxmill`` command: parses options, calls the library, prints.  Nothing else lives here.
 
-Each area's commands live in their own module in this package and are attached to the group at
-the bottom of this file; shared options and error handling are here.
+Each area's commands live in their own module in this package; ``_COMMANDS`` says which, and a
+module is imported only when one of its commands runs (``--help`` imports them all).  That keeps
+``ctxmill hook session-end``, which runs inside an agent's short hook budget, from paying for
+numpy and the pipeline.  Shared options and error handling are here.
 
 Exit status: 0 success, 1 a check or gate failed (or an operational error), 2 a usage error.
 Errors are one line on stderr; ``CTXMILL_DEBUG=1`` shows the traceback instead.
@@ -10,21 +12,22 @@ Errors are one line on stderr; ``CTXMILL_DEBUG=1`` shows the traceback instead.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ctxmill import __version__
 from ctxmill.config import Config, ConfigError, load_config, sample_config
-from ctxmill.ingest import IngestBusy, IngestReport, ingest, reindex
-from ctxmill.store.base import StoreError
+
+if TYPE_CHECKING:
+    from ctxmill.ingest import IngestReport
 
 F = TypeVar("F", bound=Callable[..., Any])
 err = Console(stderr=True)
@@ -97,7 +100,33 @@ def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(fn)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# command name → the modules of this package that define it (`bench distill` lives in distill).
+_COMMANDS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("ingest", "reindex", "status", "search", "show", "forget"), ("index",)),
+    **dict.fromkeys(("build", "run", "runs"), ("build",)),
+    **dict.fromkeys(("compress", "promote"), ("compress",)),
+    **dict.fromkeys(("distill", "lint"), ("distill",)),
+    **dict.fromkeys(("mcp", "install", "uninstall"), ("integrations",)),
+    "bench": ("bench", "distill"),
+    "hook": ("hook",),
+    "keys": ("keys",),
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(_COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        for module in _COMMANDS.get(cmd_name, ()):
+            importlib.import_module(f"ctxmill.cli.{module}")
+        return self.commands.get(cmd_name)
+
+
+@click.group(
+    cls=_LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="ctxmill")
 def cli() -> None:
     """Manufacture the context for an AI coding agent's task.
@@ -111,6 +140,10 @@ def cli() -> None:
 
 
 def run_ingest(cfg: Config, *, embed: bool, quiet: bool, rebuild: bool = False) -> IngestReport:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ctxmill.ingest import ingest, reindex
+
     run = reindex if rebuild else ingest
     if quiet or not err.is_terminal:
         return run(cfg, embed=embed, on_wait=lambda m: err.print(f"ctxmill: {m}"))
@@ -137,6 +170,9 @@ def ensure_index(cfg: Config, no_ingest: bool) -> None:
     """Commands that read the index bring it up to date first, quietly."""
     if no_ingest:
         return
+    from ctxmill.ingest import IngestBusy
+    from ctxmill.store.base import StoreError
+
     try:
         report = run_ingest(cfg, embed=True, quiet=True)
     except IngestBusy as exc:
@@ -173,11 +209,3 @@ def main() -> None:
             raise
         click.echo(f"ctxmill: error: {exc}", err=True)
         sys.exit(1)
-
-
-from ctxmill.cli import bench as _bench  # noqa: E402,F401
-from ctxmill.cli import build as _build  # noqa: E402,F401
-from ctxmill.cli import compress as _compress  # noqa: E402,F401
-from ctxmill.cli import distill as _distill  # noqa: E402,F401
-from ctxmill.cli import index as _index  # noqa: E402,F401  (registers the index commands)
-from ctxmill.cli import keys as _keys  # noqa: E402,F401

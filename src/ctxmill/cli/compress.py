@@ -1,4 +1,4 @@
-"""Compression commands: compress, promote, and the Claude Code hook entry point."""
+"""Compression commands: compress and promote."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ctxmill.cli import Failure, cli, err, json_option, memory_options, out
 from ctxmill.compress import DEFAULT_WINDOW
-from ctxmill.config import Config, ConfigError, home_dir, load_config
+from ctxmill.config import Config
 
 
 def _runner(
@@ -163,17 +163,15 @@ def compress_cmd(
     --backend (or [llm] in the config) the model writes it and a validator checks it. Sessions
     that have not changed since their last summary are skipped; an interrupted pass resumes.
     """
-    from ctxmill.compress import CompressBusy, compress
+    from ctxmill import api
     from ctxmill.hook import read_queue
-    from ctxmill.ingest import IngestBusy
-    from ctxmill.store.base import StoreError
 
     if quiet_minutes is not None:
         cfg = replace(cfg, quiet_minutes=quiet_minutes)
     # Built for a dry run too: it prices the calls (constructing a backend sends nothing).
     runner = _runner(cfg, backend, model, base_url, extractive, "compress")
     kwargs: dict[str, Any] = {
-        "runner": runner,
+        "backend": "none" if runner is None else runner,
         "jobs": jobs,
         "session_ids": session_ids,
         "since": since,
@@ -181,14 +179,14 @@ def compress_cmd(
         "redo": redo,
         "dry_run": dry_run,
         "from_queue": from_queue,
-        "index": not no_ingest,
+        "refresh": not no_ingest,
         "embed": not no_embed,
         "window": window,
         "pace_s": pace,
     }
     try:
         with _progress(as_json or from_queue) as progress:
-            report = compress(cfg, progress=progress, **kwargs)
+            report = api.compress(cfg=cfg, progress=progress, **kwargs)
             # The background worker keeps going while hooks keep queueing sessions.
             rounds = 1
             while (
@@ -197,10 +195,10 @@ def compress_cmd(
                 and rounds < 5
                 and read_queue(cfg.home, cfg.memory_root)
             ):
-                more = compress(cfg, progress=progress, **kwargs)
+                more = api.compress(cfg=cfg, progress=progress, **kwargs)
                 report.results += more.results
                 rounds += 1
-    except (CompressBusy, IngestBusy, StoreError) as exc:
+    except api.CtxmillError as exc:
         raise Failure(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(report.as_json(), indent=2))
@@ -348,37 +346,3 @@ def promote_cmd(
         click.echo(f"ctxmill: applied to {', '.join(str(p) for p in written)}", err=True)
     elif plan.proposals and not do_apply:
         click.echo("ctxmill: review the diff, then run again with --apply to write it", err=True)
-
-
-@cli.group("hook")
-def hook_group() -> None:
-    """Entry points for coding agents' hooks (Claude Code's SessionEnd)."""
-
-
-@hook_group.command("session-end")
-@click.option(
-    "--memory",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Memory root the session's summary goes to (default: from the config).",
-)
-@click.option(
-    "--no-worker", is_flag=True, help="Only queue; leave the job for the next `ctxmill compress`."
-)
-def session_end_cmd(memory: Path | None, no_worker: bool) -> None:
-    """Queue the session in Claude Code's SessionEnd JSON (on stdin) for compression.
-
-    Returns at once: a detached `ctxmill compress --from-queue` does the work. Never fails the
-    user's session: problems are one line on stderr and the exit status is 0.
-    """
-    from ctxmill.hook import MAX_PAYLOAD, session_end
-
-    try:
-        raw = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read(MAX_PAYLOAD + 1)
-        try:
-            memory_root: Path | None = load_config(memory).memory_root
-        except ConfigError as exc:
-            click.echo(f"ctxmill: hook: {exc}; queued without a memory root", err=True)
-            memory_root = memory.resolve() if memory else None
-        session_end(raw, home_dir(), memory_root, worker=not no_worker)
-    except Exception as exc:  # a hook must never break the session that called it
-        click.echo(f"ctxmill: hook: {exc}", err=True)

@@ -11,6 +11,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from ctxmill import api
 from ctxmill.cli import (
     Failure,
     cli,
@@ -29,9 +30,6 @@ from ctxmill.distill import (
     DistillError,
     append_context,
     compress_prompt,
-    distill_session,
-    find_session,
-    load_source,
 )
 from ctxmill.lint import KINDS, LintError, TagResolver, lint_file
 
@@ -116,7 +114,7 @@ def distill_cmd(
     """Write a self-contained implementation prompt from a planning session.
 
     \b
-    SOURCE is a transcript (Claude Code, Codex, SpecStory), an indexed session id (or a unique
+    SOURCE is a transcript (Claude Code, Codex, Gemini CLI, aider, OpenCode, SpecStory), an indexed session id (or a unique
     prefix of one) or a markdown file. The prompt has fixed parts:
       ## Goal / Context / Decisions and rejected alternatives / Files and interfaces /
          Phases (phase | goal | deliverables | exit criteria) / Risks and rollback /
@@ -144,16 +142,17 @@ def distill_cmd(
     if budget is not None:
         raise click.UsageError("--budget applies to --prompt only")
     runner = _runner(cfg, backend)
+    if not Path(source).expanduser().is_file():
+        ensure_index(cfg, no_ingest)  # SOURCE is a session id: look it up in a current index
     try:
-        path = Path(source).expanduser()
-        if path.is_file():
-            loaded = load_source(path)
-        else:
-            ensure_index(cfg, no_ingest)
-            found, session_id = find_session(cfg, source)
-            loaded = load_source(found, session_id)
-        result = distill_session(loaded, brief=brief, runner=runner, code_root=cfg.code_root)
-    except DistillError as exc:
+        result = api.distill(
+            source,
+            brief=brief,
+            backend="none" if runner is None else runner,
+            cfg=cfg,
+            refresh=False,
+        )
+    except api.CtxmillError as exc:
         raise Failure(str(exc)) from exc
     if with_context:
         _with_context(cfg, result, brief or _goal_of(result), no_ingest)
