@@ -189,6 +189,15 @@ def one_line(text: str, limit: int = 200) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def compact_json(value: object) -> str:
+    """One line of JSON for a tool input the parser has no better summary of."""
+    try:
+        raw = orjson.dumps(value).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        raw = str(value)
+    return one_line(raw)
+
+
 def relative_to(path: str, cwd: str | None) -> str:
     """``path`` relative to ``cwd`` when it lies under it, else unchanged (string-wise, no I/O)."""
     if cwd and path.startswith(cwd):

@@ -31,13 +31,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from ctxmill.model import Session, ToolCall
 from ctxmill.sources.base import (
     ParseResult,
     TurnBuilder,
     basename,
+    compact_json,
     file_stem,
     iter_records,
     one_line,
@@ -384,12 +383,4 @@ def tool_call(name: object, args: object, cwd: str | None) -> ToolCall:
     if tool == "ExitPlanMode" and text("plan"):
         first = next((ln for ln in text("plan").splitlines() if ln.strip()), "")
         return ToolCall(tool, one_line(first.lstrip("# ")))
-    return ToolCall(tool, _compact_json(args))
-
-
-def _compact_json(value: object) -> str:
-    try:
-        raw = orjson.dumps(value).decode()
-    except (TypeError, orjson.JSONEncodeError):
-        raw = str(value)
-    return one_line(raw)
+    return ToolCall(tool, compact_json(args))

@@ -39,6 +39,7 @@ from ctxmill.sources.base import (
     ParseResult,
     TurnBuilder,
     basename,
+    compact_json,
     file_stem,
     iter_records,
     one_line,
@@ -324,7 +325,7 @@ def _response_text(response: dict[str, Any]) -> str:
             value = body.get(key)
             if isinstance(value, str):
                 return f"ERROR: {value}" if key == "error" else value
-        return _compact(body)
+        return compact_json(body)
     return body if isinstance(body, str) else ""
 
 
@@ -420,7 +421,7 @@ def tool_call(name: object, args: object, cwd: str | None) -> ToolCall:
         paths = inp.get("paths")
         listed = [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
         files = [relative_to(p, cwd) for p in listed if not any(c in p for c in "*?[{")]
-        return ToolCall(tool, one_line(", ".join(listed) or _compact(args)), files=files)
+        return ToolCall(tool, one_line(", ".join(listed) or compact_json(args)), files=files)
     if tool in _SEARCH_TOOLS and text("pattern"):
         where = text("path", "dir_path")
         suffix = f" in {relative_to(where, cwd)}" if where else ""
@@ -429,12 +430,4 @@ def tool_call(name: object, args: object, cwd: str | None) -> ToolCall:
         return ToolCall(tool, relative_to(text("path", "dir_path"), cwd))
     if text("query", "url", "prompt", "fact", "title"):
         return ToolCall(tool, one_line(text("query", "url", "prompt", "fact", "title")))
-    return ToolCall(tool, _compact(args))
-
-
-def _compact(value: object) -> str:
-    try:
-        raw = orjson.dumps(value).decode()
-    except (TypeError, orjson.JSONEncodeError):
-        raw = str(value)
-    return one_line(raw)
+    return ToolCall(tool, compact_json(args))

@@ -35,6 +35,7 @@ from ctxmill.sources.base import (
     ParseResult,
     TurnBuilder,
     basename,
+    compact_json,
     one_line,
     relative_to,
     strip_injected,
@@ -391,8 +392,4 @@ def tool_call(name: object, args: object, cwd: str | None) -> ToolCall:
         return ToolCall(tool, one_line(text("description") + kind))
     if text("url", "query"):
         return ToolCall(tool, one_line(text("url", "query")))
-    try:
-        raw = orjson.dumps(args).decode()
-    except (TypeError, orjson.JSONEncodeError):
-        raw = str(args)
-    return ToolCall(tool, one_line(raw))
+    return ToolCall(tool, compact_json(args))
