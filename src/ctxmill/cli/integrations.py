@@ -87,15 +87,7 @@ def install_claude_code(scope: str, dry_run: bool) -> None:
     if not plan.steps:
         click.echo(f"already installed in {where}" if not plan.notes else "nothing to change")
         return
-    if not dry_run:
-        try:
-            cc.apply(plan, install=True)
-        except OSError as exc:
-            raise Failure(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")) from exc
-    for step in plan.steps:
-        click.echo(step.describe(target, done=not dry_run))
-    if dry_run:
-        click.echo("dry run: nothing was written")
+    if not _carry_out(plan, target, dry_run=dry_run, install=True):
         return
     warning = cc.path_warning()
     if warning:
@@ -134,15 +126,23 @@ def uninstall_claude_code(scope: str, dry_run: bool) -> None:
     if not plan.steps:
         click.echo(f"nothing of ctxmill's to remove in {target.scope} scope ({target.root})")
         return
+    _carry_out(plan, target, dry_run=dry_run, install=False)
+
+
+def _carry_out(plan: Any, target: Any, *, dry_run: bool, install: bool) -> bool:
+    """Apply the plan (unless a dry run) and print its steps; True when something was written."""
+    from ctxmill.integrations import claude_code as cc
+
     if not dry_run:
         try:
-            cc.apply(plan, install=False)
+            cc.apply(plan, install=install)
         except OSError as exc:
             raise Failure(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")) from exc
     for step in plan.steps:
         click.echo(step.describe(target, done=not dry_run))
     if dry_run:
         click.echo("dry run: nothing was written")
+    return not dry_run
 
 
 def _user_memory_root() -> str | None:
