@@ -287,6 +287,28 @@ def test_runner_from_settings(server: ScriptedServer) -> None:
     assert server.requests[0].body["model"] == "local-model"
 
 
+def test_backend_spec_inherits_only_its_own_settings(server: ScriptedServer) -> None:
+    from ctxmill.config import LLMSettings
+    from ctxmill.llm import runner_for
+
+    local = LLMSettings(
+        backend="openai", model="configured-model", base_url=server.url + "/v1", max_retries=3
+    )
+    # The same backend keeps the configured server and model; a model in the spec wins.
+    same = runner_for(local, "openai", purpose="compress")
+    assert same is not None and same.max_retries == 3
+    same.complete("one")
+    named = runner_for(local, "openai:spec-model")
+    assert named is not None
+    named.complete("two")
+    assert [r.body["model"] for r in server.requests] == ["configured-model", "spec-model"]
+    # Another backend must not be sent to the local server's URL or under its model name.
+    other = runner_for(local, "fake")
+    assert other is not None and other.backend.model == "fake"
+    assert runner_for(local, "none") is None
+    assert runner_for(LLMSettings()) is None
+
+
 def test_fake_backend_from_registry_through_runner() -> None:
     fake = get_backend("fake:tiny")
     assert isinstance(fake, FakeBackend)

@@ -395,24 +395,11 @@ def _inside(ref: str) -> bool:
 
 def _runner(cfg: Config, backend: str | LLMRunner | None, purpose: str) -> LLMRunner | None:
     """The model runner ``backend`` asks for; None means no model (extractive)."""
-    from ctxmill.llm import LLMError, LLMRunner, get_backend, runner_from_settings
+    from ctxmill.llm import LLMError, LLMRunner, runner_for
 
     if isinstance(backend, LLMRunner):
         return backend
     try:
-        if backend is None:
-            return runner_from_settings(cfg.llm, purpose=purpose)
-        if backend.strip().lower() == "none":
-            return None
-        # A model named in the spec ("anthropic:claude-…") wins over the configured one.
-        model = None if ":" in backend else cfg.llm.model
-        llm = cfg.llm
-        return LLMRunner(
-            get_backend(backend, model=model, base_url=llm.base_url, timeout_s=llm.timeout_s),
-            max_retries=llm.max_retries,
-            max_tokens_total=llm.max_tokens_total,
-            max_cost_usd=llm.max_cost_usd,
-            purpose=purpose,
-        )
+        return runner_for(cfg.llm, backend, purpose=purpose)
     except LLMError as exc:
         raise CtxmillError(str(exc)) from exc

@@ -28,29 +28,10 @@ def _runner(
     """The LLM runner the options (or the ``[llm]`` settings) ask for; None for no model."""
     if extractive:
         return None
-    from ctxmill.llm import LLMError, LLMRunner, get_backend, runner_from_settings
+    from ctxmill.llm import LLMError, runner_for
 
     try:
-        if backend:
-            llm = cfg.llm
-            return LLMRunner(
-                get_backend(
-                    backend,
-                    model=model,
-                    base_url=base_url or llm.base_url,
-                    timeout_s=llm.timeout_s,
-                ),
-                max_retries=llm.max_retries,
-                max_tokens_total=llm.max_tokens_total,
-                max_cost_usd=llm.max_cost_usd,
-                purpose=purpose,
-            )
-        if model or base_url:
-            settings = replace(
-                cfg.llm, model=model or cfg.llm.model, base_url=base_url or cfg.llm.base_url
-            )
-            return runner_from_settings(settings, purpose=purpose)
-        return runner_from_settings(cfg.llm, purpose=purpose)
+        return runner_for(cfg.llm, backend, model=model, base_url=base_url, purpose=purpose)
     except LLMError as exc:
         raise Failure(str(exc)) from exc
 

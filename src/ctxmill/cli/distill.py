@@ -44,23 +44,10 @@ def _write(text: str, output: Path | None) -> None:
 
 def _runner(cfg: Config, spec: str | None) -> Any:
     """The model runner for --backend (or the [llm] settings); None means extractive."""
-    from ctxmill.llm import LLMError, LLMRunner, get_backend, runner_from_settings
+    from ctxmill.llm import LLMError, runner_for
 
     try:
-        if spec is None:
-            return runner_from_settings(cfg.llm, purpose="distill")
-        if spec.strip().lower() == "none":
-            return None
-        # A model named in the spec ("anthropic:claude-…") wins over the configured one.
-        model = None if ":" in spec else cfg.llm.model
-        backend = get_backend(spec, model=model, base_url=cfg.llm.base_url)
-        return LLMRunner(
-            backend,
-            max_retries=cfg.llm.max_retries,
-            max_tokens_total=cfg.llm.max_tokens_total,
-            max_cost_usd=cfg.llm.max_cost_usd,
-            purpose="distill",
-        )
+        return runner_for(cfg.llm, spec, purpose="distill")
     except LLMError as exc:
         raise click.UsageError(str(exc)) from exc
 

@@ -86,16 +86,33 @@ def get_backend(spec: str, **options: Any) -> Backend:
         raise LLMError(f"{name}: {exc}") from None
 
 
-def runner_from_settings(
-    settings: LLMSettings, *, purpose: str | None = None, **options: Any
+def runner_for(
+    settings: LLMSettings,
+    spec: str | None = None,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    purpose: str | None = None,
+    **options: Any,
 ) -> LLMRunner | None:
-    """The runner the ``[llm]`` settings describe, or None when no backend is configured."""
-    if not settings.backend:
+    """The runner a ``--backend`` spec asks for, else the one the ``[llm]`` settings describe;
+    None means no model (``spec`` "none", or nothing configured).
+
+    The configured model and base URL apply only to the configured backend: ``--backend
+    anthropic`` under settings for a local OpenAI-compatible server must not inherit that
+    server's URL or model name.  A model in the spec ("anthropic:claude-…") or in ``model`` wins.
+    Retries, budgets and the timeout always come from the settings."""
+    if spec is not None and spec.strip().lower() == "none":
         return None
+    chosen = spec or settings.backend
+    if not chosen:
+        return None
+    name, spec_model = parse_spec(chosen)
+    same = not settings.backend or parse_spec(settings.backend)[0] == name
     backend = get_backend(
-        settings.backend,
-        model=settings.model,
-        base_url=settings.base_url,
+        chosen,
+        model=model or spec_model or (settings.model if same else None),
+        base_url=base_url or (settings.base_url if same else None),
         timeout_s=settings.timeout_s,
         **options,
     )
@@ -106,6 +123,13 @@ def runner_from_settings(
         max_cost_usd=settings.max_cost_usd,
         purpose=purpose,
     )
+
+
+def runner_from_settings(
+    settings: LLMSettings, *, purpose: str | None = None, **options: Any
+) -> LLMRunner | None:
+    """The runner the ``[llm]`` settings describe, or None when no backend is configured."""
+    return runner_for(settings, purpose=purpose, **options)
 
 
 __all__ = [
@@ -129,6 +153,7 @@ __all__ = [
     "keys_path",
     "parse_spec",
     "resolve_key",
+    "runner_for",
     "runner_from_settings",
     "set_key",
     "stored_key_names",

@@ -436,25 +436,15 @@ def _model(cfg: Config, spec: str | Backend | None) -> tuple[verify.Completer, s
     """The model to rewrite with and its label; a spec from settings gets retries and budgets."""
     if isinstance(spec, Backend):
         return spec, f"{spec.name}:{spec.model}"
-    name = spec or cfg.llm.backend
-    if not name or name == "none":
-        return None
-    from ctxmill.llm import LLMError, LLMRunner, get_backend
+    from ctxmill.llm import LLMError, runner_for
 
     try:
-        backend = get_backend(
-            name, model=cfg.llm.model, base_url=cfg.llm.base_url, timeout_s=cfg.llm.timeout_s
-        )
+        runner = runner_for(cfg.llm, spec, purpose="build")
     except LLMError as exc:
-        raise BuildError(f"cannot use backend {name!r}: {exc}") from exc
-    runner = LLMRunner(
-        backend,
-        max_retries=cfg.llm.max_retries,
-        max_tokens_total=cfg.llm.max_tokens_total,
-        max_cost_usd=cfg.llm.max_cost_usd,
-        purpose="build",
-    )
-    return runner, f"{backend.name}:{backend.model}"
+        raise BuildError(f"cannot use backend {spec or cfg.llm.backend!r}: {exc}") from exc
+    if runner is None:
+        return None
+    return runner, f"{runner.backend.name}:{runner.backend.model}"
 
 
 class _Describer:
