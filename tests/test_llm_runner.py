@@ -301,7 +301,17 @@ def test_backend_spec_inherits_only_its_own_settings(server: ScriptedServer) -> 
     named = runner_for(local, "openai:spec-model")
     assert named is not None
     named.complete("two")
-    assert [r.body["model"] for r in server.requests] == ["configured-model", "spec-model"]
+    # In the settings alone, `model` wins over a model in `backend = "name:model"`.
+    from_settings = runner_for(
+        LLMSettings(backend="openai:in-backend", model="configured-model", base_url=local.base_url)
+    )
+    assert from_settings is not None
+    from_settings.complete("three")
+    assert [r.body["model"] for r in server.requests] == [
+        "configured-model",
+        "spec-model",
+        "configured-model",
+    ]
     # Another backend must not be sent to the local server's URL or under its model name.
     other = runner_for(local, "fake")
     assert other is not None and other.backend.model == "fake"

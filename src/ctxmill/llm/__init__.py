@@ -100,8 +100,8 @@ def runner_for(
 
     The configured model and base URL apply only to the configured backend: ``--backend
     anthropic`` under settings for a local OpenAI-compatible server must not inherit that
-    server's URL or model name.  A model in the spec ("anthropic:claude-…") or in ``model`` wins.
-    Retries, budgets and the timeout always come from the settings."""
+    server's URL or model name.  ``model`` wins; then a model in a ``--backend`` spec
+    ("anthropic:claude-…"); the ``[llm] model`` wins over one in ``[llm] backend``.  Retries, budgets and the timeout always come from the settings."""
     if spec is not None and spec.strip().lower() == "none":
         return None
     chosen = spec or settings.backend
@@ -109,9 +109,13 @@ def runner_for(
         return None
     name, spec_model = parse_spec(chosen)
     same = not settings.backend or parse_spec(settings.backend)[0] == name
+    if spec:  # asked for now: its model is more specific than the configured one
+        model = model or spec_model or (settings.model if same else None)
+    else:  # the settings' own `model` wins over one in `backend = "name:model"` (documented)
+        model = model or settings.model or spec_model
     backend = get_backend(
         chosen,
-        model=model or spec_model or (settings.model if same else None),
+        model=model,
         base_url=base_url or (settings.base_url if same else None),
         timeout_s=settings.timeout_s,
         **options,
