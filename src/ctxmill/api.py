@@ -31,6 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ctxmill.model import parse_moment
+
 if TYPE_CHECKING:
     from ctxmill.compress import CompressReport
     from ctxmill.config import Config
@@ -371,21 +373,16 @@ def _layers(values: Sequence[Layer | str] | None) -> list[Layer] | None:
 
 
 def _moment(value: datetime | str | None) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        moment = value
-    else:
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError as exc:
-            raise CtxmillError(
-                f"as_of {value!r} is not an ISO-8601 date or time (e.g. 2026-04-01T09:00:00Z)"
-            ) from exc
-    if moment is not None and moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if value is None:
+        return None
+    try:
+        return parse_moment(value)
+    except ValueError as exc:
+        raise CtxmillError(
+            f"as_of {value!r} is not an ISO-8601 date or time (e.g. 2026-04-01T09:00:00Z)"
+        ) from exc
 
 
 def _inside(ref: str) -> bool:

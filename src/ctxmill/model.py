@@ -11,7 +11,18 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
+
+
+def parse_moment(text: str) -> datetime:
+    """An ISO-8601 date or time (``2026-04-01``, ``…T09:00:00Z``) as an aware datetime; a moment
+    without a zone is taken as UTC.  Raises ValueError for anything else."""
+    text = text.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"  # fromisoformat on Python 3.11 reads "Z", but not "z"
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class Layer(StrEnum):

@@ -44,7 +44,7 @@ import yaml
 
 from ctxmill.bench.scoring import Claim, ClaimResult, Resolver, coverage, precision
 from ctxmill.config import Config
-from ctxmill.model import Tag
+from ctxmill.model import Tag, parse_moment
 from ctxmill.store import Store, open_store
 
 DATA_MANIFEST = "data.yaml"
@@ -146,7 +146,7 @@ def parse_as_of(value: Any, where: str) -> datetime | None:
         moment = datetime(value.year, value.month, value.day)
     else:
         try:
-            moment = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+            moment = parse_moment(str(value))
         except ValueError as exc:
             raise GoldenError(f"{where}: as_of {value!r} is not an ISO-8601 date") from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from ctxmill.cli import (
     out,
 )
 from ctxmill.config import Config, home_dir
+from ctxmill.model import parse_moment
 from ctxmill.pipeline import QUERIES, BuildError, BuildResult, build_context
 from ctxmill.run import RunError, describe, list_runs, run_agent, split_command
 from ctxmill.store.base import StoreError
@@ -30,17 +31,13 @@ from ctxmill.store.base import StoreError
 def _as_of(value: str | None) -> datetime | None:
     if value is None:
         return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
     try:
-        moment = datetime.fromisoformat(text)
+        return parse_moment(value)
     except ValueError as exc:
         raise click.BadParameter(
             f"{value!r} is not an ISO-8601 date or time (e.g. 2026-04-01 or 2026-04-01T09:00:00Z)",
             param_hint="--as-of",
         ) from exc
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def build_options(fn: Any) -> Any:
