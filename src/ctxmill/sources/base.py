@@ -189,6 +189,15 @@ def one_line(text: str, limit: int = 200) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def first_text(inp: dict[str, Any], *keys: str) -> str:
+    """The first of ``keys`` whose value in a tool's input is a non-empty string, else ""."""
+    for key in keys:
+        value = inp.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
 def compact_json(value: object) -> str:
     """One line of JSON for a tool input the parser has no better summary of."""
     try:

@@ -28,6 +28,7 @@ versions that no longer write, so a file holding them always resumes from the to
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from ctxmill.sources.base import (
     basename,
     compact_json,
     file_stem,
+    first_text,
     iter_records,
     one_line,
     read_first_records,
@@ -360,9 +362,7 @@ def tool_call(name: object, args: object, cwd: str | None) -> ToolCall:
     tool = name if isinstance(name, str) and name else "unknown"
     inp: dict[str, Any] = args if isinstance(args, dict) else {}
 
-    def text(key: str) -> str:
-        value = inp.get(key)
-        return value if isinstance(value, str) else ""
+    text = partial(first_text, inp)
 
     if tool in ("Bash", "PowerShell") and text("command"):
         command = text("command")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from ctxmill.sources.base import (
     basename,
     compact_json,
     file_stem,
+    first_text,
     iter_records,
     one_line,
     read_bytes,
@@ -404,12 +406,7 @@ def tool_call(name: object, args: object, cwd: str | None) -> ToolCall:
     tool = name if isinstance(name, str) and name else "unknown"
     inp: dict[str, Any] = args if isinstance(args, dict) else {}
 
-    def text(*keys: str) -> str:
-        for key in keys:
-            value = inp.get(key)
-            if isinstance(value, str) and value:
-                return value
-        return ""
+    text = partial(first_text, inp)
 
     if tool in _SHELL_TOOLS and text("command"):
         command = text("command")

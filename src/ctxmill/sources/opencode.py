@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -36,6 +37,7 @@ from ctxmill.sources.base import (
     TurnBuilder,
     basename,
     compact_json,
+    first_text,
     one_line,
     relative_to,
     strip_injected,
@@ -365,12 +367,7 @@ def tool_call(name: object, args: object, cwd: str | None) -> ToolCall:
     tool = name if isinstance(name, str) and name else "unknown"
     inp: dict[str, Any] = args if isinstance(args, dict) else {}
 
-    def text(*keys: str) -> str:
-        for key in keys:
-            value = inp.get(key)
-            if isinstance(value, str) and value:
-                return value
-        return ""
+    text = partial(first_text, inp)
 
     if tool == "bash" and text("command"):
         command = text("command")
