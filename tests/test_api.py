@@ -58,6 +58,11 @@ def test_every_verb_is_documented_and_typed(name: str) -> None:
     assert name in ctxmill.__all__
 
 
+def test_the_package_lists_exactly_the_api() -> None:
+    # ctxmill/__init__.py repeats api.__all__ so that `import ctxmill` need not load the API.
+    assert set(ctxmill.__all__) - {"__version__"} == set(api.__all__)
+
+
 def test_the_verbs_on_the_sample_memory(tmp_path: Path) -> None:
     cfg = ctxmill.load_config(sample=True)
     report = ctxmill.ingest(cfg=cfg)
