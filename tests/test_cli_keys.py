@@ -67,3 +67,16 @@ def test_empty_key_is_refused() -> None:
     assert empty.returncode == 1
     assert "non-empty" in empty.stderr and len(empty.stderr.strip().splitlines()) == 1
     assert not keys_path().exists()
+
+
+def test_a_damaged_key_file_is_one_line_and_left_as_it_is() -> None:
+    path = keys_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    junk = b"\x00\xffnot json{"
+    path.write_bytes(junk)
+    for args, stdin in ((("keys", "list"), None), (("keys", "set", "openai"), KEY)):
+        result = run(*args, stdin=stdin)
+        assert result.returncode == 1
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "cannot read stored keys" in result.stderr and KEY not in result.stderr
+    assert path.read_bytes() == junk
